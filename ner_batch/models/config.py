@@ -1,0 +1,46 @@
+"""The hyper-parameters that define a tagger, saved as ``tagger.json`` beside its weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..labels import validate_labels
+
+HEADS = ("softmax", "crf")
+CONFIG_FILE = "tagger.json"
+
+
+@dataclasses.dataclass
+class TaggerConfig:
+    head: str
+    labels: list[str]
+    backbone: str = "minilm"
+    max_length: int = 256
+    dropout: float = 0.1
+    lstm_hidden: int = 256
+    lstm_bidirectional: bool = True
+    encoder: dict[str, Any] = dataclasses.field(default_factory=dict)  # the encoder's HF config
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"expected head to be one of {HEADS}, got {self.head!r}")
+        self.labels = validate_labels(self.labels, where="tagger labels")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TaggerConfig":
+        path = Path(directory, CONFIG_FILE)
+        if not path.is_file():
+            raise FileNotFoundError(f"expected a trained model in {directory}, found no {CONFIG_FILE}")
+        data = json.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

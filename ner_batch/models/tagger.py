@@ -1,0 +1,109 @@
+"""WordTagger: transformer encoder -> first-sub-word states -> head -> word emissions.
+
+The module's ``forward`` is exactly the part exported to ONNX: it takes the four arrays
+of :class:`ner_batch.encoding.Batch` and returns word-level emissions ``(B, W, L)``.
+Decoding (argmax-free constrained Viterbi, or the CRF's Viterbi) stays outside.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbone import load_encoder
+from .config import TaggerConfig
+from .crf import CrfHead
+from .softmax import SoftmaxHead
+
+WEIGHTS_FILE = "model.safetensors"
+LABELS_FILE = "labels.json"
+
+
+def gather_words(states: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
+    """First-sub-word states: ``states`` (B, T, H), ``word_index`` (B, W) -> (B, W, H)."""
+    return torch.gather(states, 1, word_index.unsqueeze(-1).expand(-1, -1, states.size(-1)))
+
+
+class WordTagger(nn.Module):
+    def __init__(self, config: TaggerConfig, encoder: nn.Module):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        if config.head == "softmax":
+            self.head: nn.Module = SoftmaxHead(hidden, config.num_labels, config.dropout, config.labels)
+        else:
+            self.head = CrfHead(hidden, config.num_labels, config.dropout, config.lstm_hidden, config.lstm_bidirectional)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        word_index: torch.Tensor,
+        word_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Word-level emissions (B, W, L)."""
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(gather_words(states, word_index), word_mask)
+
+    def loss(self, batch: dict[str, torch.Tensor], tags: torch.Tensor) -> torch.Tensor:
+        return self.head.loss(self(**batch), tags, batch["word_mask"])
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        """Label ids per real word of each sequence."""
+        return self.head.decode(self(**batch), batch["word_mask"])
+
+    def save(self, directory: str | Path, tokenizer=None) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.encoder = self.encoder.config.to_dict()
+        self.config.save(directory)
+        (directory / LABELS_FILE).write_text(json.dumps(self.config.labels, indent=1) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(directory))
+
+
+def build_model(config: TaggerConfig, *, pretrained: bool = True) -> WordTagger:
+    """A tagger with the backbone's pretrained encoder, or (``pretrained=False``) one
+    built from ``config.encoder`` with random weights, e.g. for tests or before loading."""
+    if pretrained:
+        encoder = load_encoder(config.backbone)
+    else:
+        from transformers import AutoConfig, AutoModel
+
+        enc_cfg = dict(config.encoder)
+        model_type = enc_cfg.pop("model_type", None)
+        if model_type is None:
+            raise ValueError("expected the encoder config to name its model_type, found none")
+        encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **enc_cfg))
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None
+    config.encoder = encoder.config.to_dict()
+    return WordTagger(config, encoder)
+
+
+def load_model(directory: str | Path) -> tuple[WordTagger, object]:
+    """A saved tagger and its tokenizer, from a training run's ``best/`` directory."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    config = TaggerConfig.load(directory)
+    model = build_model(config, pretrained=False)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"expected weights at {weights}, found none")
+    state = load_file(str(weights))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights}: weights do not match {config.head} model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(str(directory), use_fast=True)

@@ -1,0 +1,59 @@
+"""Length-sorted, token-budget batching of windows, and stitching windows back to sentences.
+
+Torch-free. Sorting windows by length before cutting batches keeps padding low; a batch
+holds as many windows as fit in ``token_budget`` padded tokens (``B * T``), capped at
+``max_batch``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+from ..encoding import Batch, Window, WordEncoder
+
+
+def plan_batches(windows: Sequence[Window], token_budget: int = 8192, max_batch: int = 256) -> Iterator[list[int]]:
+    """Indices of ``windows`` grouped into batches of similar length (longest first)."""
+    order = sorted(range(len(windows)), key=lambda i: (-windows[i].n_tokens, i))
+    batch: list[int] = []
+    longest = 0
+    for i in order:
+        n = windows[i].n_tokens
+        width = max(longest, n)
+        if batch and (width * (len(batch) + 1) > token_budget or len(batch) >= max_batch):
+            yield batch
+            batch, width = [], n
+        batch.append(i)
+        longest = width
+    if batch:
+        yield batch
+
+
+def tag_windows(
+    encoder: WordEncoder,
+    windows: Sequence[Window],
+    run: Callable[[Batch], list[list[int]]],
+    *,
+    token_budget: int = 8192,
+    max_batch: int = 256,
+) -> list[list[int]]:
+    """Run ``run`` (batch -> label ids per real word of each window) over all windows.
+
+    Returns the label ids per window, in the order of ``windows``.
+    """
+    out: list[list[int] | None] = [None] * len(windows)
+    for idx in plan_batches(windows, token_budget, max_batch):
+        batch = encoder.collate([windows[i] for i in idx])
+        for i, tags in zip(idx, run(batch)):
+            out[i] = tags
+    return out  # type: ignore[return-value]
+
+
+def stitch(windows: Sequence[Window], per_window: Sequence[Sequence], n_sentences: int) -> list[list]:
+    """Concatenate per-window word results back into per-sentence lists."""
+    sentences: list[list] = [[] for _ in range(n_sentences)]
+    for w, items in zip(windows, per_window):
+        if len(items) != w.n_words:
+            raise ValueError(f"expected {w.n_words} results for a window, got {len(items)}")
+        sentences[w.sentence].extend(items)
+    return sentences

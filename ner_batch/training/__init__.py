@@ -1,0 +1,1 @@
+"""Training: fine-tuning loop, batching, metrics and curves."""

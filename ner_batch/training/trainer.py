@@ -1,0 +1,305 @@
+"""Fine-tune a WordTagger on CoNLL data: AdamW, warm-up + linear decay, length buckets,
+best checkpoint on valid F1, per-epoch metrics and curves.
+
+A run directory holds::
+
+    runs/<name>/
+      best/            tagger.json, labels.json, model.safetensors, tokenizer files
+      metrics.json     settings, one entry per epoch, the best epoch, and its test scores
+      curves.png       train / valid loss and valid F1 per epoch
+      train.log        the reader's repair report and the epoch lines
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..data.conll import ReadReport, Sentence, label_list
+from ..data.dnrti import data_dir, load_split, unseen_mask
+from ..encoding import Batch, Window, WordEncoder
+from ..evaluation import score
+from ..models import TaggerConfig, WordTagger, build_model
+from ..models.backbone import load_tokenizer
+from ..runtime.batching import stitch, tag_windows
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    head: str = "softmax"
+    backbone: str = "minilm"
+    epochs: int = 10
+    lr: float = 1e-4  # encoder
+    head_lr: float = 1e-3  # LSTM, emission layer and CRF
+    batch_size: int = 16
+    warmup: float = 0.1  # share of steps
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    max_length: int = 256
+    lstm_hidden: int = 256
+    lstm_bidirectional: bool = True
+    grad_clip: float = 1.0
+    seed: int = 13
+    limit_train: int = 0  # use only the first N training sentences (0 = all); for quick runs
+    patience: int = 0  # stop after N epochs without a better valid F1 (0 = never)
+
+
+@dataclasses.dataclass
+class Example:
+    window: Window
+    tags: list[int]
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_examples(encoder: WordEncoder, sentences: Sequence[Sentence], label2id: dict[str, int]) -> list[Example]:
+    """One example per window; a sentence longer than the window gives several."""
+    windows = encoder.windows([s.tokens for s in sentences])
+    return [Example(w, [label2id[t] for t in sentences[w.sentence].labels[w.word_start : w.word_end]]) for w in windows]
+
+
+def bucketed_batches(examples: Sequence[Example], batch_size: int, rng: random.Random, pool: int = 50) -> Iterator[list[Example]]:
+    """Shuffled batches of similar length: shuffle, sort within pools of ``pool`` batches,
+    cut, and shuffle the batches."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    step = batch_size * pool
+    for i in range(0, len(order), step):
+        chunk = sorted(order[i : i + step], key=lambda j: examples[j].window.n_tokens)
+        batches.extend(chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    for b in batches:
+        yield [examples[j] for j in b]
+
+
+def to_torch(batch: Batch) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in batch.inputs().items()}
+
+
+def tag_tensor(examples: Sequence[Example], width: int) -> torch.Tensor:
+    out = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, ex in enumerate(examples):
+        out[i, : len(ex.tags)] = torch.tensor(ex.tags)
+    return out
+
+
+def predict_tokens(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sequence[str]], token_budget: int = 8192) -> list[list[str]]:
+    """Predicted labels for pre-split sentences with a PyTorch model (length-sorted batches)."""
+    labels = model.config.labels
+    windows = encoder.windows(sentences)
+    model.eval()
+    per_window = tag_windows(encoder, windows, lambda b: model.predict(to_torch(b)), token_budget=token_budget)
+    return [[labels[i] for i in tags] for tags in stitch(windows, per_window, len(sentences))]
+
+
+def evaluate_model(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sentence], train: Sequence[Sentence] | None) -> dict[str, Any]:
+    pred = predict_tokens(model, encoder, [s.tokens for s in sentences])
+    return score([s.labels for s in sentences], pred, unseen_mask(sentences, train) if train is not None else None)
+
+
+@torch.no_grad()
+def mean_loss(model: WordTagger, encoder: WordEncoder, examples: Sequence[Example], batch_size: int = 64) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    ordered = sorted(examples, key=lambda e: e.window.n_tokens)
+    for i in range(0, len(ordered), batch_size):
+        chunk = ordered[i : i + batch_size]
+        batch = encoder.collate([e.window for e in chunk])
+        loss = model.loss(to_torch(batch), tag_tensor(chunk, batch.word_mask.shape[1]))
+        total += loss.item() * len(chunk)
+        n += len(chunk)
+    return total / max(n, 1)
+
+
+def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (name.startswith("encoder."), not any(nd in name for nd in no_decay))
+        groups.setdefault(key, []).append(p)
+    param_groups = [
+        {"params": ps, "lr": settings.lr if is_enc else settings.head_lr, "weight_decay": settings.weight_decay if decay else 0.0}
+        for (is_enc, decay), ps in groups.items()
+    ]
+    opt = torch.optim.AdamW(param_groups)
+    sched = get_linear_schedule_with_warmup(opt, int(settings.warmup * total_steps), total_steps)
+    return opt, sched
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax1.plot(epochs, [h["valid_loss"] for h in history], "o-", label="valid loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, [h["valid_f1"] * 100 for h in history], "o-", color="C2", label="valid F1")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("seqeval F1 (%)")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(
+    settings: TrainSettings,
+    out_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    model: WordTagger | None = None,
+    tokenizer=None,
+    splits: dict[str, list[Sentence]] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train, keep the best epoch on valid F1 in ``out_dir/best``, and score it on test.
+
+    ``model``/``tokenizer``/``splits`` override the backbone and the DNRTI files (tests
+    pass a tiny random model and a few sentences). Returns the content of metrics.json.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    logfile = (out / "train.log").open("w")
+
+    def say(msg: str) -> None:
+        log(msg)
+        logfile.write(msg + "\n")
+        logfile.flush()
+
+    set_seed(settings.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if splits is None:
+        directory = data_dir(data)
+        splits = {}
+        for name in ("train", "valid", "test"):
+            sents, report = load_split(directory, name)
+            splits[name] = sents
+            say(f"[{name}] {report.summary()}")
+    train_s, valid_s = splits["train"], splits["valid"]
+    if settings.limit_train:
+        train_s = train_s[: settings.limit_train]
+    labels = label_list([splits["train"], splits["valid"]])
+
+    if model is None:
+        tokenizer = load_tokenizer(settings.backbone)
+        config = TaggerConfig(
+            head=settings.head, labels=labels, backbone=settings.backbone, max_length=settings.max_length,
+            dropout=settings.dropout, lstm_hidden=settings.lstm_hidden, lstm_bidirectional=settings.lstm_bidirectional,
+        )
+        model = build_model(config)
+    else:
+        extra = sorted(set(labels) - set(model.config.labels))
+        if extra:
+            raise ValueError(f"expected the data's labels among the model's {len(model.config.labels)}, found {extra} too")
+    label2id = {lab: i for i, lab in enumerate(model.config.labels)}
+    encoder = WordEncoder(tokenizer.backend_tokenizer, model.config.max_length)
+
+    train_ex = make_examples(encoder, train_s, label2id)
+    valid_ex = make_examples(encoder, valid_s, label2id)
+    steps_per_epoch = math.ceil(len(train_ex) / settings.batch_size)
+    opt, sched = build_optimizer(model, settings, steps_per_epoch * settings.epochs)
+    rng = random.Random(settings.seed)
+    say(f"training {settings.head} on {len(train_s)} sentences ({len(train_ex)} windows), {settings.epochs} epochs, "
+        f"{steps_per_epoch} steps/epoch, backbone {model.config.backbone}")
+
+    history: list[dict[str, Any]] = []
+    best_f1, best_epoch, stale = -1.0, 0, 0
+    started = time.time()
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        t0 = time.time()
+        total, seen = 0.0, 0
+        bar = tqdm(bucketed_batches(train_ex, settings.batch_size, rng), total=steps_per_epoch,
+                   desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, leave=False)
+        for chunk in bar:
+            batch = encoder.collate([e.window for e in chunk])
+            loss = model.loss(to_torch(batch), tag_tensor(chunk, batch.word_mask.shape[1]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(chunk)
+            seen += len(chunk)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        bar.close()
+        valid = evaluate_model(model, encoder, valid_s, None)
+        entry = {
+            "epoch": epoch,
+            "train_loss": total / max(seen, 1),
+            "valid_loss": mean_loss(model, encoder, valid_ex),
+            "valid_precision": valid["precision"],
+            "valid_recall": valid["recall"],
+            "valid_f1": valid["f1"],
+            "seconds": time.time() - t0,
+        }
+        history.append(entry)
+        improved = entry["valid_f1"] > best_f1
+        if improved:
+            best_f1, best_epoch, stale = entry["valid_f1"], epoch, 0
+            model.save(out / "best", tokenizer)
+        else:
+            stale += 1
+        say(f"epoch {epoch}: train loss {entry['train_loss']:.4f}  valid loss {entry['valid_loss']:.4f}  "
+            f"valid F1 {entry['valid_f1']*100:.2f}{'  (best)' if improved else ''}  [{entry['seconds']:.0f}s]")
+        _write_metrics(out, settings, history, best_epoch, None, time.time() - started)
+        plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}")
+        if settings.patience and stale >= settings.patience:
+            say(f"no better valid F1 for {stale} epochs: stopping")
+            break
+
+    from ..models.tagger import load_model
+
+    best, _ = load_model(out / "best")
+    final: dict[str, Any] = {"valid": evaluate_model(best, encoder, valid_s, splits["train"])}
+    if splits.get("test"):
+        final["test"] = evaluate_model(best, encoder, splits["test"], splits["train"])
+        say(f"best epoch {best_epoch}: valid F1 {final['valid']['f1']*100:.2f}  test F1 {final['test']['f1']*100:.2f}  "
+            f"test unseen F1 {final['test']['unseen']['f1']*100:.2f}")
+    metrics = _write_metrics(out, settings, history, best_epoch, final, time.time() - started)
+    logfile.close()
+    return metrics
+
+
+def _write_metrics(out: Path, settings: TrainSettings, history, best_epoch: int, final, seconds: float) -> dict[str, Any]:
+    metrics = {
+        "settings": dataclasses.asdict(settings),
+        "epochs": history,
+        "best_epoch": best_epoch,
+        "wall_seconds": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if final:
+        metrics.update(final)
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(out / "metrics.json")
+    return metrics

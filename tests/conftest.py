@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny random encoder with the packaged MiniLM tokenizer, and tiny data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DNRTI = Path(os.environ.get("NER_BATCH_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dnrti"))
+
+LABELS = ["O", "B-Area", "I-Area", "B-HackOrg", "I-HackOrg", "B-Tool", "I-Tool"]
+
+TINY_SENTENCES = [
+    (["APT28", "used", "X-Agent", "against", "targets", "in", "Eastern", "Europe", "."],
+     ["B-HackOrg", "O", "B-Tool", "O", "O", "O", "B-Area", "I-Area", "O"]),
+    (["The", "Lazarus", "Group", "deployed", "Poison", "Ivy", "."],
+     ["O", "B-HackOrg", "I-HackOrg", "O", "B-Tool", "I-Tool", "O"]),
+]
+
+
+def tiny_encoder_config() -> dict:
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    ).to_dict()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from ner_batch.models.backbone import load_tokenizer
+
+    return load_tokenizer("minilm")
+
+
+@pytest.fixture(scope="session")
+def word_encoder(tokenizer):
+    from ner_batch.encoding import WordEncoder
+
+    return WordEncoder(tokenizer.backend_tokenizer, 64)
+
+
+def make_tiny_model(head: str, *, seed: int = 0, bidirectional: bool = True, max_length: int = 64, dropout: float = 0.0):
+    import torch
+
+    from ner_batch.models import TaggerConfig, build_model
+
+    torch.manual_seed(seed)
+    config = TaggerConfig(head=head, labels=LABELS, backbone="tiny", max_length=max_length, dropout=dropout,
+                          lstm_hidden=16, lstm_bidirectional=bidirectional, encoder=tiny_encoder_config())
+    return build_model(config, pretrained=False).eval()
+
+
+@pytest.fixture
+def tiny_model_factory():
+    return make_tiny_model
+
+
+def tiny_sentences():
+    from ner_batch.data.conll import Sentence
+
+    return [Sentence(list(t), list(l)) for t, l in TINY_SENTENCES]

@@ -1,0 +1,112 @@
+"""Tiny random taggers of both heads: loss goes down, they overfit, they save and load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import LABELS, make_tiny_model, tiny_sentences
+from ner_batch.evaluation import score
+from ner_batch.models.crf import reverse_padded
+from ner_batch.models.tagger import load_model
+from ner_batch.training.trainer import (
+    TrainSettings, build_optimizer, make_examples, predict_tokens, tag_tensor, to_torch, train,
+)
+
+LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
+
+
+def _fit(model, encoder, steps, lr=3e-3):
+    examples = make_examples(encoder, tiny_sentences(), LABEL2ID)
+    batch = encoder.collate([e.window for e in examples])
+    tags = tag_tensor(examples, batch.word_mask.shape[1])
+    opt, _ = build_optimizer(model, TrainSettings(lr=lr, head_lr=lr, warmup=0.0), steps)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss = model.loss(to_torch(batch), tags)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_a_few_steps_lower_the_loss(head, word_encoder):
+    losses = _fit(make_tiny_model(head), word_encoder, steps=5)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("head, bidirectional", [("softmax", True), ("crf", True), ("crf", False)])
+def test_overfits_two_sentences(head, bidirectional, word_encoder):
+    model = make_tiny_model(head, bidirectional=bidirectional)
+    _fit(model, word_encoder, steps=150)
+    sents = tiny_sentences()
+    pred = predict_tokens(model, word_encoder, [s.tokens for s in sents])
+    assert score([s.labels for s in sents], pred)["f1"] == 1.0
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_save_load_round_trip_gives_identical_predictions(head, tmp_path, tokenizer, word_encoder):
+    model = make_tiny_model(head, seed=3)
+    model.save(tmp_path / "m", tokenizer)
+    loaded, tok2 = load_model(tmp_path / "m")
+    assert not list(tmp_path.glob("m/*.bin")) and not list(tmp_path.glob("m/*.pt"))  # no pickles
+    batch = to_torch(word_encoder.collate(word_encoder.windows([s.tokens for s in tiny_sentences()])))
+    with torch.no_grad():
+        assert torch.equal(model(**batch), loaded(**batch))
+    assert tok2.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_emissions_are_word_level_and_batched_equals_one_by_one(head, word_encoder):
+    model = make_tiny_model(head, seed=1)
+    sentences = [s.tokens for s in tiny_sentences()] + [["Short", "one"]]
+    windows = word_encoder.windows(sentences)
+    with torch.no_grad():
+        together = model(**to_torch(word_encoder.collate(windows)))
+        assert together.shape == (3, 9, len(LABELS))
+        for i, w in enumerate(windows):
+            alone = model(**to_torch(word_encoder.collate([w])))
+            assert alone.shape == (1, w.n_words, len(LABELS))
+            torch.testing.assert_close(together[i, : w.n_words], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_crf_runs_over_first_subwords(word_encoder):
+    """The CRF head sees one emission per word, taken at each word's first piece."""
+    model = make_tiny_model("crf", seed=2)
+    words = ["Cobalt", "Strike", "beacons"]  # multi-piece words
+    [w] = word_encoder.windows([words])
+    assert w.n_tokens > len(words) + 2
+    captured = {}
+    hook = model.head.register_forward_hook(lambda m, args, out: captured.setdefault("in", args[0]))
+    with torch.no_grad():
+        states = model.encoder(**{k: v for k, v in to_torch(word_encoder.collate([w])).items() if k in ("input_ids", "attention_mask")}).last_hidden_state
+        model(**to_torch(word_encoder.collate([w])))
+    hook.remove()
+    torch.testing.assert_close(captured["in"][0], states[0, w.word_index])
+    assert len(model.predict(to_torch(word_encoder.collate([w])))[0]) == len(words)
+
+
+def test_reverse_padded():
+    x = torch.arange(8, dtype=torch.float).view(2, 4, 1)
+    out = reverse_padded(x, torch.tensor([3, 1]))
+    assert out[..., 0].tolist() == [[2, 1, 0, 3], [4, 5, 6, 7]]
+
+
+def test_training_loop_writes_metrics_curves_and_best(tmp_path, tokenizer):
+    from ner_batch.data.conll import Sentence
+
+    sents = tiny_sentences()
+    splits = {"train": sents, "valid": sents, "test": [Sentence(list(s.tokens), list(s.labels)) for s in sents]}
+    model = make_tiny_model("crf")
+    metrics = train(TrainSettings(head="crf", epochs=3, lr=3e-3, head_lr=3e-3, batch_size=2), tmp_path / "run",
+                    model=model, tokenizer=tokenizer, splits=splits, progress=False, log=lambda m: None)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
+    assert metrics["best_epoch"] == int(np.argmax([e["valid_f1"] for e in metrics["epochs"]])) + 1
+    for name in ("metrics.json", "curves.png", "train.log", "best/model.safetensors", "best/tagger.json", "best/tokenizer.json", "best/labels.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert metrics["test"]["unseen"]["sentences"] == 0  # every test sentence occurs in train
