@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 SOFTMAX_ARGS ?= --epochs 12 --lr 2e-4 --batch-size 16 --patience 4
 CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4
 
-.PHONY: install test test-all train train-softmax train-crf clean
+.PHONY: install test test-all train train-softmax train-crf export clean
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ train-softmax: install
 
 train-crf: install
 	$(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/crf $(CRF_ARGS)
+
+# One bundle per trained run: export/softmax, export/crf (fp32, opt, int8, fp16 + checks + test F1).
+export: install
+	@for m in softmax crf; do \
+	  if [ -f runs/$$m/best/model.safetensors ]; then \
+	    $(VENV)/bin/ner-batch export --run runs/$$m --out export/$$m --data $(DATA) || exit 1; \
+	  else echo "runs/$$m has no trained model: skipping (make train-$$m)"; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

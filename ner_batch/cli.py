@@ -70,13 +70,19 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
 
 
 @main.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True, help="Training run directory (uses RUN/best).")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None, help="Training run directory (uses RUN/best).")
+@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
+              help="Exported model bundle (export/NAME); needs no torch.")
+@click.option("--variant", type=click.Choice(["fp32", "opt", "int8", "fp16"]), default="fp32", show_default=True,
+              help="Bundle model: fp32, graph-optimized fp32, dynamic int8, or fp16 (meant for CUDA).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="ONNX Runtime device for --bundle: CUDA when available (auto), or forced.")
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--strict", is_flag=True, help="Refuse to read a split that needs any repair.")
-def evaluate(run_dir, data, split, as_json, strict) -> None:
-    """seqeval precision / recall / F1 (micro and per type) of a run on a split,
+def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict) -> None:
+    """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
     and on its "unseen" part (sentences whose tokens do not occur in train)."""
     from .data.dnrti import data_dir, unseen_mask
     from .evaluation import format_report, score
@@ -85,7 +91,13 @@ def evaluate(run_dir, data, split, as_json, strict) -> None:
     sents, report = _load(directory, split, strict)
     train_sents, _ = _load(directory, "train", False) if split != "train" else (sents, report)
     tokens = [s.tokens for s in sents]
-    pred, source = _predict_run(Path(run_dir), tokens), f"run {run_dir}"
+    if (run_dir is None) == (bundle_dir is None):
+        raise click.UsageError("give exactly one of --run DIR or --bundle DIR")
+    if run_dir is not None:
+        pred, source = _predict_run(Path(run_dir), tokens), f"run {run_dir}"
+    else:
+        tagger = _tagger(bundle_dir, variant, device)
+        pred, source = [w.labels for w in tagger.tag_words(tokens)], f"bundle {bundle_dir} ({variant}, {tagger.model.device})"
     result = {"split": split, **score([s.labels for s in sents], pred, unseen_mask(sents, train_sents))}
     if as_json:
         click.echo(json.dumps(result))
@@ -115,6 +127,56 @@ def _predict_run(run_dir: Path, tokens):
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     return predict_tokens(model, WordEncoder(tokenizer.backend_tokenizer, model.config.max_length), tokens)
+
+
+def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
+    from .runtime.bundle import BundleError
+    from .runtime.session import DeviceError
+    from .runtime.tagger import Tagger
+
+    try:
+        return Tagger(bundle_dir, variant, device, threads, say=lambda m: click.echo(m, err=True))
+    except (BundleError, DeviceError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("export")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), required=True, help="Training run (runs/NAME).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Bundle directory (export/NAME).")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
+@click.option("--no-eval", is_flag=True, help="Skip scoring each variant on DNRTI test.")
+@click.option("--tolerance", type=float, default=1e-3, show_default=True,
+              help="Largest accepted |ONNX Runtime - PyTorch| emission difference for fp32 graphs.")
+def export_cmd(run_dir, out_dir, data, no_eval, tolerance) -> None:
+    """Export a run's encoder + emission layers to an ONNX model bundle.
+
+    Writes fp32, graph-optimized fp32, int8 and fp16 graphs, the tokenizer, labels, CRF
+    scores and a manifest; checks ONNX Runtime against PyTorch at shapes other than the
+    traced one (failing above --tolerance) and scores every variant on DNRTI test.
+    """
+    from .data.dnrti import data_dir, load_split, unseen_mask
+    from .export.build import ExportCheckError, build_bundle
+
+    check, eval_split = None, None
+    try:
+        directory = data_dir(data)
+    except FileNotFoundError as exc:
+        if not no_eval:
+            raise click.ClickException(f"{exc} (or pass --no-eval)") from None
+        directory = None
+    if directory is not None:
+        train_s, _ = load_split(directory, "train")
+        valid_s, _ = load_split(directory, "valid")
+        check = [s.tokens for s in valid_s]
+        if not no_eval:
+            test_s, _ = load_split(directory, "test")
+            eval_split = ("test", test_s, unseen_mask(test_s, train_s))
+    try:
+        manifest = build_bundle(run_dir, out_dir, check_sentences=check, eval_split=eval_split, tolerance=tolerance,
+                                log=lambda m: click.echo(m, err=True))
+    except ExportCheckError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"bundle": out_dir, "variants": {k: v.get("f1", {}).get("f1") for k, v in manifest["variants"].items()}}))
 
 
 if __name__ == "__main__":  # pragma: no cover

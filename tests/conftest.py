@@ -67,3 +67,28 @@ def tiny_sentences():
     from ner_batch.data.conll import Sentence
 
     return [Sentence(list(t), list(l)) for t, l in TINY_SENTENCES]
+
+
+CHECK_SENTENCES = [s for s, _ in TINY_SENTENCES] + [
+    "Kaspersky researchers attributed the campaign to a Chinese-speaking actor .".split(),
+    ("In 2017 the group abused CVE-2017-11882 in Microsoft Office documents to drop a PowerShell loader "
+     "and a Cobalt Strike beacon on machines of banks in South Korea and Japan .").split(),
+    ["Hi"],
+    "Sofacy sent spear-phishing emails".split(),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory, tokenizer):
+    """Bundles exported in this session from tiny random models of both heads, with those models."""
+    from ner_batch.export.build import build_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    out = {}
+    for head in ("softmax", "crf"):
+        model = make_tiny_model(head, seed=7)
+        sents = tiny_sentences()
+        manifest = build_bundle(root / f"run-{head}", root / head, model=model, tokenizer=tokenizer,
+                                check_sentences=CHECK_SENTENCES, eval_split=("tiny", sents, [True, False]), log=lambda m: None)
+        out[head] = (root / head, model, manifest)
+    return out

@@ -1,0 +1,1 @@
+"""Export: ONNX graph, variants, export check, bundle."""

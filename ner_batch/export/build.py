@@ -1,0 +1,202 @@
+"""Build a model bundle from a training run: ONNX graph, variants, checks, scores, manifest.
+
+The bundle is written to a temporary sibling directory and renamed into place at the
+end, so ``export/<name>`` is either the previous bundle or the complete new one.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..data.conll import Sentence
+from ..encoding import WordEncoder
+from ..evaluation import score
+from ..models.tagger import WordTagger, load_model
+from ..runtime import bundle as fmt
+from ..runtime.tagger import Tagger
+from .check import ExportCheckError, check_batches, check_export, max_abs_diff
+from .graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_onnx
+from .variants import convert_fp16, optimize_fp32, quantize_int8
+
+#: Largest |ORT - PyTorch| emission difference accepted for fp32 graphs.
+FP32_TOLERANCE = 1e-3
+CHECK_BATCH_SIZES = (1, 3, 7, 16)
+VARIANTS = ("fp32", "opt", "int8", "fp16")
+
+FALLBACK_SENTENCES = [
+    "APT28 used X-Agent against government targets in Eastern Europe .".split(),
+    "The Lazarus Group deployed a new variant of the Manuscrypt backdoor through spear-phishing emails in 2017 .".split(),
+    "Kaspersky researchers attributed the campaign , which abused CVE-2017-11882 in Microsoft Office documents "
+    "to drop a PowerShell loader , to a Chinese-speaking actor targeting the energy sector .".split(),
+]
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("ner-batch", "torch", "transformers", "onnx", "onnxruntime-gpu", "onnxruntime", "tokenizers", "numpy", "optimum", "optimum-onnx"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def evaluate_tagger(tagger: Tagger, sentences: Sequence[Sentence], unseen: Sequence[bool] | None) -> dict[str, Any]:
+    pred = tagger.tag_words([s.tokens for s in sentences])
+    return score([s.labels for s in sentences], [p.labels for p in pred], unseen)
+
+
+def build_bundle(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    check_sentences: Sequence[Sequence[str]] | None = None,
+    eval_split: tuple[str, Sequence[Sentence], Sequence[bool] | None] | None = None,
+    variants: Sequence[str] = VARIANTS,
+    tolerance: float = FP32_TOLERANCE,
+    log: Callable[[str], None] = print,
+    model: WordTagger | None = None,
+    tokenizer=None,
+) -> dict[str, Any]:
+    """Export ``run_dir`` (a run, or its ``best/``) to a bundle at ``out_dir``.
+
+    ``check_sentences`` feed the export check (default: a few built-in CTI sentences);
+    ``eval_split`` = (name, sentences, unseen mask) is scored with every variant.
+    """
+    run_dir = Path(run_dir)
+    best = run_dir / "best" if (run_dir / "best").is_dir() else run_dir
+    if model is None:
+        model, tokenizer = load_model(best)
+    cfg = model.config
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.time()
+
+    encoder = WordEncoder(tokenizer.backend_tokenizer, cfg.max_length)
+    tokenizer.backend_tokenizer.save(str(tmp / fmt.TOKENIZER))
+    (tmp / fmt.LABELS).write_text(json.dumps(cfg.labels, indent=1) + "\n")
+    params = model.head.decoder_params()
+    if params:
+        (tmp / fmt.CRF).write_text(json.dumps({k: v.tolist() for k, v in params.items()}) + "\n")
+
+    sentences = list(check_sentences or FALLBACK_SENTENCES)
+    windows = encoder.windows(sentences)
+    traced = encoder.collate(windows[:2])
+    fp32 = export_onnx(model, traced, tmp / fmt.VARIANT_FILES["fp32"])
+    batches = check_batches(windows, CHECK_BATCH_SIZES)
+    # Every check batch differs from the traced one in batch size or length.
+    shapes = {(len(b), max(w.n_tokens for w in b)): b for b in batches}
+    shapes.pop(tuple(traced.input_ids.shape), None)
+    batches = list(shapes.values())
+    log(f"exported {fp32.name}: traced at batch {traced.input_ids.shape[0]} x {traced.input_ids.shape[1]} tokens; "
+        f"checking at {[(len(b), max(w.n_tokens for w in b)) for b in batches]}")
+
+    checks: dict[str, Any] = {"fp32": check_export(model, fp32, encoder, batches, tolerance)}
+    log(f"  fp32 check: max |ORT - PyTorch| = {checks['fp32']['max_abs_diff']:.2e}")
+    variant_info: dict[str, Any] = {"fp32": {}}
+    if "opt" in variants:
+        fused = optimize_fp32(fp32, tmp / fmt.VARIANT_FILES["opt"], cfg.encoder)
+        checks["opt"] = check_export(model, tmp / fmt.VARIANT_FILES["opt"], encoder, batches, tolerance)
+        variant_info["opt"] = {"fused_operators": fused}
+        log(f"  opt check: max diff {checks['opt']['max_abs_diff']:.2e}; fused {fused}")
+    if "int8" in variants:
+        source = tmp / fmt.VARIANT_FILES["opt" if "opt" in variants else "fp32"]
+        quantize_int8(source, tmp / fmt.VARIANT_FILES["int8"])
+        diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["int8"], encoder, batches)
+        checks["int8"] = {"max_abs_diff": diff, "tolerance": None, "batches": rows, "note": "quantized: judged by F1, not by tolerance"}
+        variant_info["int8"] = {"quantized_from": source.name}
+        log(f"  int8: max diff {diff:.3f} (judged by F1)")
+    if "fp16" in variants:
+        convert_fp16(fp32, tmp / fmt.VARIANT_FILES["fp16"], cfg.encoder)
+        variant_info["fp16"] = {"device": "cuda"}
+        try:
+            diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["fp16"], encoder, batches)
+            checks["fp16"] = {"max_abs_diff": diff, "tolerance": None, "batches": rows, "note": "run on CPU; not verified on CUDA"}
+        except Exception as exc:  # ONNX Runtime's CPU provider lacks some fp16 kernels
+            checks["fp16"] = {"max_abs_diff": None, "note": f"unverified: could not run on CPU ({type(exc).__name__})"}
+        log(f"  fp16: {checks['fp16']['note']}")
+
+    files = {p.name: fmt.sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    for name, info in variant_info.items():
+        path = tmp / fmt.VARIANT_FILES[name]
+        info.update({"file": path.name, "bytes": path.stat().st_size, "export_check": checks[name]["max_abs_diff"]})
+    training = _training_summary(run_dir)
+    manifest: dict[str, Any] = {
+        "format": fmt.FORMAT,
+        "format_version": fmt.FORMAT_VERSION,
+        "head": cfg.head,
+        "backbone": cfg.backbone,
+        "encoder_type": cfg.encoder.get("model_type"),
+        "max_length": cfg.max_length,
+        "label_scheme": "BIO",
+        "num_labels": cfg.num_labels,
+        "lstm": {"hidden": cfg.lstm_hidden, "bidirectional": cfg.lstm_bidirectional} if cfg.head == "crf" else None,
+        "decoder": "viterbi" if cfg.head == "crf" else "bio-constrained-viterbi",
+        "graph": {"inputs": INPUT_NAMES, "output": OUTPUT_NAME, "opset": OPSET, "emissions": "word-level (B, W, L)"},
+        "source_run": str(run_dir),
+        "training": training,
+        "export_check": checks,
+        "variants": variant_info,
+        "files": files,
+        "versions": library_versions(),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (tmp / fmt.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    if eval_split is not None:
+        name, sents, unseen = eval_split
+        bundle = fmt.Bundle.load(tmp)
+        for variant in variant_info:
+            device_note = "cpu"
+            try:
+                tagger = Tagger(bundle, variant, device="cpu", say=lambda m: None)
+                result = evaluate_tagger(tagger, sents, unseen)
+            except Exception as exc:
+                variant_info[variant]["f1"] = {"split": name, "unverified": f"could not run on CPU ({type(exc).__name__})"}
+                continue
+            entry = {"split": name, "f1": result["f1"], "precision": result["precision"], "recall": result["recall"]}
+            if "unseen" in result:
+                entry["unseen_f1"] = result["unseen"]["f1"]
+            if variant == "fp16":
+                entry["unverified"] = "measured on CPU; no GPU ran it"
+            entry["device"] = device_note
+            variant_info[variant]["f1"] = entry
+            log(f"  {variant}: {name} F1 {result['f1']*100:.2f}" + (f", unseen {result['unseen']['f1']*100:.2f}" if "unseen" in result else ""))
+        (tmp / fmt.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out_dir)
+    log(f"bundle {out_dir} written in {time.time() - started:.0f}s")
+    return manifest
+
+
+def _training_summary(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    out: dict[str, Any] = {"best_epoch": m.get("best_epoch"), "epochs_run": len(m.get("epochs", [])), "settings": m.get("settings")}
+    for split in ("valid", "test"):
+        if split in m:
+            out[f"{split}_f1"] = m[split]["f1"]
+            if "unseen" in m[split]:
+                out[f"{split}_unseen_f1"] = m[split]["unseen"]["f1"]
+    return out
+
+
+__all__ = ["build_bundle", "ExportCheckError", "library_versions"]

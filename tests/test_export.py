@@ -1,0 +1,166 @@
+"""Export: ONNX == PyTorch at other shapes, the export check's failure path, bundle errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from conftest import CHECK_SENTENCES, LABELS
+from ner_batch.encoding import WordEncoder
+from ner_batch.export.check import ExportCheckError, check_export
+from ner_batch.runtime.bundle import Bundle, BundleError, sha256
+from ner_batch.runtime.tagger import Tagger
+from ner_batch.training.trainer import predict_tokens, to_torch
+
+HEADS = ["softmax", "crf"]
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("variant", ["fp32", "opt"])
+def test_bundle_matches_pytorch_at_other_shapes(head, variant, tiny_bundles, word_encoder):
+    path, model, manifest = tiny_bundles[head]
+    tagger = Tagger(path, variant, device="cpu")
+    windows = tagger.encoder.windows(CHECK_SENTENCES)
+    for size in (1, 2, 5, len(windows)):  # the graph was traced at batch 2 with the first two windows
+        for start in range(0, len(windows) - size + 1, max(1, size)):
+            batch = tagger.encoder.collate(windows[start : start + size])
+            with torch.no_grad():
+                ref = model(**to_torch(batch)).numpy()
+            got = tagger.emissions(batch)
+            mask = batch.word_mask.astype(bool)
+            np.testing.assert_allclose(got[mask], ref[mask], atol=1e-4, rtol=1e-4)
+    # Same labels as the PyTorch model's own decoding.
+    expected = predict_tokens(model, WordEncoder(tagger.encoder.tokenizer, manifest["max_length"]), CHECK_SENTENCES)
+    assert [w.labels for w in tagger.tag_words(CHECK_SENTENCES)] == expected
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_batched_equals_one_by_one_in_the_runtime(head, tiny_bundles):
+    tagger = Tagger(tiny_bundles[head][0], "fp32", device="cpu")
+    together = tagger.tag_words(CHECK_SENTENCES)
+    for sentence, result in zip(CHECK_SENTENCES, together):
+        [alone] = tagger.tag_words([sentence])
+        assert alone.labels == result.labels
+        np.testing.assert_allclose(alone.scores, result.scores, atol=1e-5)
+        assert all(0.0 <= s <= 1.0 for s in alone.scores)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_manifest_records_checks_variants_scores_and_checksums(head, tiny_bundles):
+    path, _, manifest = tiny_bundles[head]
+    assert manifest["head"] == head and manifest["num_labels"] == len(LABELS)
+    assert manifest["export_check"]["fp32"]["max_abs_diff"] < 1e-3
+    assert set(manifest["variants"]) == {"fp32", "opt", "int8", "fp16"}
+    assert manifest["variants"]["opt"]["fused_operators"].get("Attention") == 2
+    for v in ("fp32", "opt", "int8"):
+        assert 0.0 <= manifest["variants"][v]["f1"]["f1"] <= 1.0
+    assert "unverified" in manifest["variants"]["fp16"]["f1"]
+    on_disk = json.loads((path / "manifest.json").read_text())
+    for name, digest in on_disk["files"].items():
+        assert sha256(path / name) == digest
+    assert ("crf.json" in on_disk["files"]) == (head == "crf")
+    assert on_disk["versions"]["onnxruntime-gpu" if "onnxruntime-gpu" in on_disk["versions"] else "onnxruntime"]
+
+
+def test_int8_variant_runs(tiny_bundles):
+    tagger = Tagger(tiny_bundles["crf"][0], "int8", device="cpu")
+    assert len(tagger.tag_words(CHECK_SENTENCES)) == len(CHECK_SENTENCES)
+
+
+def test_export_check_fails_naming_output_and_difference(tiny_bundles, tmp_path, word_encoder):
+    path, model, _ = tiny_bundles["softmax"]
+    graph = onnx.load(str(path / "model.onnx"))
+    bias = [t for t in graph.graph.initializer if t.name.endswith("classifier.bias")][0]
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.5, bias.name))
+    onnx.save(graph, str(tmp_path / "broken.onnx"))
+    windows = word_encoder.windows(CHECK_SENTENCES)
+    with pytest.raises(ExportCheckError, match=r"output 'emissions' differs from PyTorch by 0\.5 \(tolerance 0\.001\)"):
+        check_export(model, tmp_path / "broken.onnx", word_encoder, [windows[:3]], 1e-3)
+
+
+def _copy(tiny_bundles, tmp_path, head="crf"):
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundles[head][0], dst)
+    return dst
+
+
+def _rewrite_manifest(path, **changes):
+    m = json.loads((path / "manifest.json").read_text())
+    m.update(changes)
+    (path / "manifest.json").write_text(json.dumps(m))
+    return m
+
+
+def test_missing_file(tiny_bundles, tmp_path):
+    b = _copy(tiny_bundles, tmp_path)
+    (b / "model.onnx").unlink()
+    with pytest.raises(BundleError, match=r"expected model.onnx \(listed in manifest.json\), found it missing"):
+        Bundle.load(b)
+
+
+def test_corrupted_file(tiny_bundles, tmp_path):
+    b = _copy(tiny_bundles, tmp_path)
+    with open(b / "model.int8.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(BundleError, match=r"model.int8.onnx does not match its checksum"):
+        Bundle.load(b)
+
+
+def test_wrong_label_count(tiny_bundles, tmp_path):
+    b = _copy(tiny_bundles, tmp_path)
+    (b / "labels.json").write_text(json.dumps(LABELS[:5]))
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["labels.json"] = sha256(b / "labels.json")
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"expected 7 labels in labels.json \(manifest num_labels\), got 5"):
+        Bundle.load(b)
+
+
+def test_graph_and_labels_disagree(tiny_bundles, tmp_path):
+    b = _copy(tiny_bundles, tmp_path, "softmax")
+    labels = LABELS + ["B-Exp", "I-Exp"]
+    (b / "labels.json").write_text(json.dumps(labels))
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["labels.json"] = sha256(b / "labels.json")
+    m["num_labels"] = 9
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"expected the graph to emit 9 labels \(labels.json\), got 7"):
+        Tagger(b, "fp32", device="cpu")
+
+
+def test_no_manifest_wrong_version_and_missing_variant(tiny_bundles, tmp_path):
+    b = _copy(tiny_bundles, tmp_path)
+    with pytest.raises(BundleError, match="has no 'nope' variant|expected a variant among"):
+        Bundle.load(b).model_path("nope")
+    _rewrite_manifest(b, format_version=99)
+    with pytest.raises(BundleError, match=r"expected bundle format version 1, found 99"):
+        Bundle.load(b)
+    (b / "manifest.json").unlink()
+    with pytest.raises(BundleError, match=r"expected manifest.json in a model bundle, found none"):
+        Bundle.load(b)
+    with pytest.raises(BundleError, match=r"expected a model bundle directory at .*missing, found nothing"):
+        Bundle.load(tmp_path / "missing")
+
+
+def test_runtime_imports_and_tags_without_torch(tiny_bundles):
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "from ner_batch.runtime.tagger import Tagger\n"
+        "import ner_batch.cli\n"
+        f"t = Tagger({str(tiny_bundles['crf'][0])!r}, 'fp32', device='cpu')\n"
+        "print(len(t.tag_words([['APT28', 'used', 'X-Agent']])[0].labels))\n"
+        "assert 'transformers' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
