@@ -22,6 +22,7 @@ def main() -> None:
 
     \b
     Typical use:
+      ner-batch tag corpus/ --bundle export/crf --out tags.jsonl   # the main job (no torch needed)
       ner-batch train --head softmax --out runs/softmax      # fine-tune (needs the [train] extra)
       ner-batch evaluate --run runs/softmax --split test     # seqeval scores, whole and unseen
     """
@@ -138,6 +139,61 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
         return Tagger(bundle_dir, variant, device, threads, say=lambda m: click.echo(m, err=True))
     except (BundleError, DeviceError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default="export/crf", show_default=True,
+              help="Model bundle written by `make export`.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
+              help="Output file; it appears complete or not at all. Work in progress lives in OUT.parts/.")
+@click.option("--input-format", type=click.Choice(["text", "jsonl", "conll"]), default=None,
+              help="Force the input format [default: from the extension; .txt/other=text, .jsonl, .conll; .gz of any; - is jsonl].")
+@click.option("--output-format", type=click.Choice(["jsonl", "conll"]), default="jsonl", show_default=True,
+              help="jsonl: one record per document with character offsets; conll: word, label, score per line.")
+@click.option("--variant", type=click.Choice(["fp32", "opt", "int8", "fp16"]), default="opt", show_default=True,
+              help="Bundle model: fp32, graph-optimized fp32, dynamic int8, or fp16 (for CUDA).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Worker processes, each with its own ONNX Runtime session; CPU threads are split between them.")
+@click.option("--threads", type=int, default=0, help="ONNX Runtime threads per worker [default: cores / workers].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run with the same inputs and settings (OUT.parts/).")
+@click.option("--shard-docs", type=int, default=64, show_default=True, help="Documents per shard (the unit of resume).")
+@click.option("--token-budget", type=int, default=8192, show_default=True, help="Padded word pieces per batch.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Also write the final summary as JSON here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
+def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, workers, threads, resume, shard_docs,
+        token_budget, summary_json, quiet) -> None:
+    """Tag INPUT... (directories, files, or - for standard input) into one output file.
+
+    \b
+    Every document gets exactly one output line, in input order: its id, its entities
+    (start/end character offsets into the original text, label, text, score) and counts;
+    a document that cannot be read gets an error record with the reason. Long sentences
+    are split into windows at word boundaries, never truncated. Kill it at any moment and
+    run the same command with --resume: the output ends up identical.
+    """
+    from .pipeline.inputs import InputError
+    from .pipeline.run import OutputError, tag_corpus
+    from .pipeline.shards import ResumeError
+    from .runtime.bundle import BundleError
+    from .runtime.session import DeviceError
+
+    try:
+        summary = tag_corpus(
+            inputs, bundle_dir, out, variant=variant, device=device, workers=workers, threads=threads,
+            input_format=input_format, output_format=output_format, resume=resume, shard_docs=shard_docs,
+            token_budget=token_budget, progress=not quiet, say=lambda m: click.echo(m, err=True),
+        )
+    except (InputError, OutputError, ResumeError, BundleError, DeviceError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished shards are kept in {out}.parts/; run the same command with --resume", err=True)
+        sys.exit(130)
+    if not quiet:
+        click.echo(summary.table(), err=True)
+    if summary_json:
+        Path(summary_json).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
 
 
 @main.command("export")

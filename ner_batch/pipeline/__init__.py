@@ -1,0 +1,1 @@
+"""Streaming pipeline: inputs, segmentation, shards, workers, records, resumable runs."""

@@ -1,0 +1,69 @@
+"""Output records: one JSON line (or a CoNLL block) per input document."""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any, Sequence
+
+from ..runtime.tagger import WordTags
+from .inputs import Document
+
+Span = tuple[int, int]
+
+
+def record(doc: Document, sentences: Sequence[Sequence[Span]], tags: Sequence[WordTags], text: str, n_pieces: int) -> dict[str, Any]:
+    """The JSON record of a tagged document.
+
+    ``text`` is the document's text (for pre-tokenized input, its words joined by single
+    spaces, sentence by sentence); ``sentences`` hold each word's ``(start, end)`` in it.
+    """
+    entities = []
+    word_base = 0
+    for spans, wt in zip(sentences, tags):
+        for first, last, label, score in wt.entities():
+            start, end = spans[first][0], spans[last - 1][1]
+            ent: dict[str, Any] = {"start": start, "end": end, "label": label, "text": text[start:end], "score": round(score, 4)}
+            if doc.text is None:  # pre-tokenized: token indices over the whole document
+                ent["token_start"], ent["token_end"] = word_base + first, word_base + last
+            entities.append(ent)
+        word_base += len(spans)
+    by_label = collections.Counter(e["label"] for e in entities)
+    rec: dict[str, Any] = {
+        "id": doc.id,
+        "entities": entities,
+        "counts": {"sentences": len(sentences), "words": word_base, "word_pieces": n_pieces,
+                   "entities": len(entities), "by_label": dict(sorted(by_label.items()))},
+    }
+    if doc.source != doc.id:
+        rec["source"] = doc.source
+    if doc.text is None:
+        rec["text"] = text
+    elif not text.strip():
+        rec["warning"] = "empty document"
+    return rec
+
+
+def error_record(doc: Document) -> dict[str, Any]:
+    rec: dict[str, Any] = {"id": doc.id, "error": doc.error, "entities": [],
+                           "counts": {"sentences": 0, "words": 0, "word_pieces": 0, "entities": 0, "by_label": {}}}
+    if doc.source != doc.id:
+        rec["source"] = doc.source
+    return rec
+
+
+def to_jsonl(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, ensure_ascii=False) + "\n"
+
+
+def to_conll(rec: dict[str, Any], words: Sequence[Sequence[str]], tags: Sequence[WordTags]) -> str:
+    """A CoNLL block: ``# id = ...`` then ``word<TAB>label<TAB>score`` lines, a blank line per sentence."""
+    lines = [f"# id = {rec['id']}"]
+    if rec.get("error"):
+        lines.append(f"# error = {rec['error']}")
+    for ws, wt in zip(words, tags):
+        lines.extend(f"{w}\t{lab}\t{s:.4f}" for w, lab, s in zip(ws, wt.labels, wt.scores))
+        lines.append("")
+    if len(lines) == 1 or lines[-1] != "":
+        lines.append("")
+    return "\n".join(lines) + "\n"

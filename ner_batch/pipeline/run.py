@@ -1,0 +1,250 @@
+"""Tag a corpus into one output file: shards, workers, progress, resume, final merge."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import multiprocessing as mp
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from ..runtime.bundle import MANIFEST, Bundle
+from .inputs import Source, count_documents, discover, read_documents
+from .shards import ResumeError, Shard, WorkDir, plan_shards  # noqa: F401 (ResumeError re-exported)
+from .worker import ShardTagger, TagSettings, run_shards, worker_main
+
+COUNTS = ("documents", "errors", "sentences", "words", "word_pieces", "entities", "padded_positions", "positions", "windows")
+
+
+class OutputError(RuntimeError):
+    """The output cannot be written."""
+
+
+@dataclasses.dataclass
+class Summary:
+    documents: int = 0
+    errors: int = 0
+    sentences: int = 0
+    words: int = 0
+    word_pieces: int = 0
+    entities: int = 0
+    padded_positions: int = 0
+    positions: int = 0
+    windows: int = 0
+    shards: int = 0
+    resumed_shards: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+    variant: str = "fp32"
+    device: str = "cpu"
+    output: str = ""
+
+    def add(self, stats: dict[str, Any]) -> None:
+        for k in COUNTS:
+            setattr(self, k, getattr(self, k) + int(stats.get(k, 0)))
+
+    @property
+    def padding_ratio(self) -> float:
+        return self.padded_positions / max(1, self.positions)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        s = max(self.seconds, 1e-9)
+        d.update({
+            "seconds": round(self.seconds, 3),
+            "documents_per_s": round(self.documents / s, 2),
+            "words_per_s": round(self.words / s, 1),
+            "word_pieces_per_s": round(self.word_pieces / s, 1),
+            "padding_ratio": round(self.padding_ratio, 4),
+        })
+        return d
+
+    def table(self) -> str:
+        d = self.as_dict()
+        rows = [
+            ("documents", f"{self.documents:,} ({self.errors:,} errors)"),
+            ("sentences", f"{self.sentences:,}"),
+            ("words", f"{self.words:,} ({self.word_pieces:,} word pieces)"),
+            ("entities", f"{self.entities:,}"),
+            ("seconds", f"{self.seconds:.2f}"),
+            ("throughput", f"{d['documents_per_s']:,} docs/s, {d['words_per_s']:,} words/s, {d['word_pieces_per_s']:,} pieces/s"),
+            ("padding ratio", f"{self.padding_ratio:.3f}"),
+            ("shards", f"{self.shards} ({self.resumed_shards} from an earlier run)"),
+            ("model", f"{self.variant} on {self.device}, {self.workers} worker(s)"),
+            ("output", self.output),
+        ]
+        return "\n".join(f"{k:>14}  {v}" for k, v in rows)
+
+
+def _fingerprint(sources: Sequence[Source], bundle: Bundle, settings: TagSettings, shard_docs: int, shard_chars: int) -> dict[str, Any]:
+    inputs = []
+    for s in sources:
+        st = os.stat(s.path)
+        inputs.append([s.path, s.format, s.gz, st.st_size, st.st_mtime_ns])
+    digest = hashlib.sha256(repr(inputs).encode()).hexdigest()
+    return {
+        "inputs": digest,
+        "n_inputs": len(inputs),
+        "bundle": hashlib.sha256((bundle.path / MANIFEST).read_bytes()).hexdigest(),
+        "variant": settings.variant,
+        "output_format": settings.output_format,
+        "max_words": settings.max_words,
+        "shard_docs": shard_docs,
+        "shard_chars": shard_chars,
+    }
+
+
+def _check_output(out: Path) -> None:
+    if out.is_dir():
+        raise OutputError(f"cannot write output {out}: it is a directory; expected a file path such as tags.jsonl")
+    parent = out.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write output {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write output {out}: directory {parent} is not writable")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise OutputError(f"cannot write output {out}: the file exists and is not writable")
+
+
+def tag_corpus(
+    inputs: Sequence[str],
+    bundle: str | Path,
+    out: str | Path,
+    *,
+    variant: str = "fp32",
+    device: str = "auto",
+    workers: int = 1,
+    threads: int = 0,
+    input_format: str | None = None,
+    output_format: str = "jsonl",
+    resume: bool = False,
+    shard_docs: int = 64,
+    shard_chars: int = 1 << 20,
+    token_budget: int = 8192,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> Summary:
+    """Tag every document of ``inputs`` into ``out``; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    say = say or (lambda m: print(m, file=sys.stderr))
+    started = time.perf_counter()
+    out = Path(out)
+    _check_output(out)
+    sources = discover(inputs, input_format)
+    if resume and any(s.path == "-" for s in sources):
+        raise ResumeError("cannot resume a run that reads standard input: its documents cannot be read again")
+    loaded = Bundle.load(bundle)
+    workers = max(1, int(workers))
+    per_worker_threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    settings = TagSettings(str(loaded.path), variant, device, per_worker_threads, token_budget, output_format=output_format)
+    loaded.model_path(variant)  # a missing variant fails here, before any work
+    work = WorkDir.for_output(out)
+    plan = _fingerprint([s for s in sources if s.path != "-"], loaded, settings, shard_docs, shard_chars)
+    try:
+        finished = work.start(plan, resume)
+    except OSError as exc:
+        raise OutputError(f"cannot write output {out}: {exc.strerror or exc} ({work.path})") from None
+
+    summary = Summary(workers=workers, variant=variant, output=str(out))
+    for stats in finished.values():
+        summary.add(stats)
+    summary.resumed_shards = len(finished)
+    tagger = ShardTagger(settings, say=say) if workers == 1 else None  # says its device note before the bar
+    total = count_documents(sources)
+    bar = tqdm(total=total, unit="doc", desc="tagging", disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    n_shards = [0]
+    lock = threading.Lock()
+
+    def todo() -> Iterator[Shard]:
+        for shard in plan_shards(read_documents(sources), shard_docs, shard_chars):
+            n_shards[0] = shard.index + 1
+            if shard.index in finished:
+                with lock:
+                    bar.update(len(shard.docs))
+                continue
+            yield shard
+
+    def on_done(stats: dict[str, Any]) -> None:
+        work.mark_done(stats)
+        with lock:
+            summary.add(stats)
+            bar.update(stats["documents"])
+            elapsed = time.perf_counter() - started
+            bar.set_postfix_str(f"{summary.words / max(elapsed, 1e-9):,.0f} words/s, {summary.entities:,} entities", refresh=False)
+
+    try:
+        if tagger is not None:
+            summary.device = tagger.tagger.model.device
+            run_shards(tagger, todo(), work, on_done)
+        else:
+            summary.device = _run_workers(settings, work, todo(), on_done, workers, say)
+    finally:
+        bar.close()
+    summary.shards = n_shards[0]
+    work.merge(out, summary.shards)
+    work.remove()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_workers(settings: TagSettings, work: WorkDir, shards: Iterator[Shard], on_done, workers: int, say) -> str:
+    """Spawned worker processes, each with its own session, fed through a bounded queue."""
+    ctx = mp.get_context("spawn")
+    tasks = ctx.Queue(maxsize=workers)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=worker_main, args=(settings, str(work.path), tasks, results), daemon=True, name=f"ner-batch-worker-{i}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    feed_error: list[BaseException] = []
+
+    def feeder() -> None:
+        try:
+            for shard in shards:
+                tasks.put(shard)
+        except BaseException as exc:
+            feed_error.append(exc)
+        finally:
+            for _ in procs:
+                tasks.put(None)
+
+    thread = threading.Thread(target=feeder, name="feeder", daemon=True)
+    thread.start()
+    device, notes, exited = "cpu", set(), 0
+    try:
+        while exited < len(procs):
+            try:
+                kind, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"worker {dead[0].name} died with exit code {dead[0].exitcode}; run again with --resume")
+                continue
+            if kind == "done":
+                on_done(payload)
+            elif kind == "note":
+                device = payload["device"]
+                if payload["message"] and payload["message"] not in notes:
+                    notes.add(payload["message"])
+                    say(payload["message"])
+            elif kind == "exit":
+                exited += 1
+            else:
+                raise RuntimeError(f"a worker failed:\n{payload}")
+    finally:
+        for p in procs:
+            if p.is_alive() and exited < len(procs):
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+        thread.join(timeout=1)
+    if feed_error:
+        raise feed_error[0]
+    return device
+

@@ -1,0 +1,86 @@
+"""Raw text -> sentences -> words, each word with its character offsets in the text.
+
+Offsets are Python string indices (Unicode code points) into the document as decoded,
+so ``text[start:end]`` is exactly the word. Words follow DNRTI's tokenization: runs of
+letters and digits stay whole together with inner ``. - _ @ / \\ : %`` (so ``CVE-2017-11882``,
+``admin@338``, ``example[.]com`` parts, ``192.168.1.1``, ``C:\\Windows\\x.dll`` stay one word),
+and every other non-space character is a word of its own.
+
+Sentences end at ``.``, ``!`` or ``?`` (possibly followed by closing quotes or brackets) when
+whitespace and then an upper-case letter, digit, quote or bracket follow; at blank lines;
+and after a word that is itself a run of ``.!?``. Common abbreviations (``e.g.``, ``Inc.``,
+``U.S.``) do not end a sentence. A sentence that would exceed ``max_words`` words is cut
+there (the model's windowing would split it anyway; this keeps memory bounded).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+Span = tuple[int, int]
+
+_WORD = re.compile(r"[^\W_](?:[\w.\-@/\\:%]*[^\W_]|[\w]*)|\S", re.UNICODE)
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
+_ENDERS = frozenset(".!?")
+_CLOSERS = frozenset("\"')]»”’")
+_ABBREV = frozenset(
+    "a.k.a e.g i.e etc vs al inc ltd corp co mr mrs ms dr st no fig jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k".split()
+)
+MAX_WORDS = 512
+
+
+def words(text: str, start: int = 0, end: int | None = None) -> list[Span]:
+    """Character spans of the words of ``text[start:end]``."""
+    return [m.span() for m in _WORD.finditer(text, start, len(text) if end is None else end)]
+
+
+def _paragraphs(text: str) -> Iterator[Span]:
+    pos = 0
+    for m in _BLANK_LINE.finditer(text):
+        yield pos, m.start()
+        pos = m.end()
+    yield pos, len(text)
+
+
+def sentences(text: str, max_words: int = MAX_WORDS) -> list[list[Span]]:
+    """Sentences of ``text``, each a list of word spans (empty sentences are skipped)."""
+    out: list[list[Span]] = []
+    for p_start, p_end in _paragraphs(text):
+        spans = words(text, p_start, p_end)
+        current: list[Span] = []
+        for i, (s, e) in enumerate(spans):
+            current.append((s, e))
+            if len(current) >= max_words or _ends_sentence(text, spans, i):
+                out.append(current)
+                current = []
+        if current:
+            out.append(current)
+    return out
+
+
+def _ends_sentence(text: str, spans: list[Span], i: int) -> bool:
+    s, e = spans[i]
+    if text[s] in _CLOSERS and i > 0 and spans[i - 1][1] == s and text[spans[i - 1][0]] in _ENDERS:
+        i, (s, e) = i, (spans[i - 1][0], e)  # 'done."' ends like 'done.'
+    elif text[s] not in _ENDERS:
+        return False
+    if i + 1 == len(spans):
+        return True
+    # Closing quotes and brackets right after the full stop belong to this sentence.
+    nxt_s, nxt_e = spans[i + 1]
+    if nxt_s == e:  # no space after it: a closing quote, or "?!" inside a word run
+        return False
+    if text[s] == "." and i > 0:
+        ps, pe = spans[i - 1]
+        if pe == s and text[ps:pe].lower().rstrip(".") in _ABBREV:
+            return False
+        if pe == s and pe - ps == 1 and text[ps].isupper():  # initials: "J. Smith"
+            return False
+    return not text[nxt_s].islower()
+
+
+def split_document(text: str, max_words: int = MAX_WORDS) -> tuple[list[list[str]], list[list[Span]]]:
+    """Words and their spans per sentence."""
+    spans = sentences(text, max_words)
+    return [[text[s:e] for s, e in sent] for sent in spans], spans

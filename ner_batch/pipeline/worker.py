@@ -1,0 +1,217 @@
+"""Tagging one shard of documents, and the loop a worker runs over shards.
+
+A shard is prepared (sentence and word splitting, word pieces, length-sorted token-budget
+batches) on a background thread while the previous shard runs through ONNX Runtime, which
+releases the GIL: tokenization overlaps inference. Decoding is NumPy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+import traceback
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from ..encoding import Batch, Window
+from ..runtime.batching import plan_batches, stitch
+from ..runtime.tagger import Tagger, WordTags
+from .inputs import Document
+from .records import error_record, record, to_conll, to_jsonl
+from .segment import MAX_WORDS, split_document
+from .shards import Shard, write_atomic
+
+Span = tuple[int, int]
+
+
+@dataclasses.dataclass
+class TagSettings:
+    """What a worker needs to build its own tagger (picklable, for spawned processes)."""
+
+    bundle: str
+    variant: str = "fp32"
+    device: str = "auto"
+    threads: int = 0
+    token_budget: int = 8192
+    max_batch: int = 128
+    output_format: str = "jsonl"
+    max_words: int = MAX_WORDS
+
+
+@dataclasses.dataclass
+class _DocPart:
+    doc: Document
+    text: str = ""
+    words: list[list[str]] = dataclasses.field(default_factory=list)
+    spans: list[list[Span]] = dataclasses.field(default_factory=list)
+    first_sentence: int = 0
+
+
+@dataclasses.dataclass
+class Prepared:
+    shard: Shard
+    parts: list[_DocPart]
+    windows: list[Window]
+    batches: list[tuple[list[int], Batch]]
+    n_sentences: int
+
+
+def _pretokenized(sentences: list[list[str]]) -> tuple[str, list[list[Span]]]:
+    """Words joined by spaces, sentences by newlines, and each word's span in that text."""
+    spans: list[list[Span]] = []
+    pos = 0
+    pieces: list[str] = []
+    for k, sent in enumerate(sentences):
+        if k:
+            pieces.append("\n")
+            pos += 1
+        cur = []
+        for j, w in enumerate(sent):
+            if j:
+                pieces.append(" ")
+                pos += 1
+            cur.append((pos, pos + len(w)))
+            pieces.append(w)
+            pos += len(w)
+        spans.append(cur)
+    return "".join(pieces), spans
+
+
+class ShardTagger:
+    def __init__(self, settings: TagSettings, say: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.tagger = Tagger(settings.bundle, settings.variant, settings.device, settings.threads,
+                             token_budget=settings.token_budget, max_batch=settings.max_batch, say=say)
+
+    def prepare(self, shard: Shard) -> Prepared:
+        parts: list[_DocPart] = []
+        all_words: list[list[str]] = []
+        for doc in shard.docs:
+            part = _DocPart(doc, first_sentence=len(all_words))
+            if doc.error is None:
+                if doc.text is not None:
+                    part.text = doc.text
+                    part.words, part.spans = split_document(doc.text, self.settings.max_words)
+                else:
+                    sents = doc.sentences if doc.sentences is not None else [doc.tokens or []]
+                    sents = [s for s in sents if s]
+                    part.text, part.spans = _pretokenized(sents)
+                    part.words = sents
+                all_words.extend(part.words)
+            parts.append(part)
+        enc = self.tagger.encoder
+        windows = enc.windows(all_words) if all_words else []
+        batches = [(idx, enc.collate([windows[i] for i in idx]))
+                   for idx in plan_batches(windows, self.settings.token_budget, self.settings.max_batch)]
+        return Prepared(shard, parts, windows, batches, len(all_words))
+
+    def infer(self, prep: Prepared) -> tuple[str, dict[str, Any]]:
+        """The shard's output text and its counts."""
+        results: list[Any] = [None] * len(prep.windows)
+        padded = positions = 0
+        for idx, batch in prep.batches:
+            for i, res in zip(idx, self.tagger.run_batch(batch)):
+                results[i] = res
+            positions += batch.attention_mask.size
+            padded += batch.attention_mask.size - int(batch.attention_mask.sum())
+        sentence_pieces = np.zeros(prep.n_sentences + 1, dtype=np.int64)  # shape: (S + 1,)
+        for w in prep.windows:
+            sentence_pieces[w.sentence] += w.n_tokens
+        labels = self.tagger.labels
+        ids = stitch(prep.windows, [r[0] for r in results], prep.n_sentences)
+        scores = stitch(prep.windows, [r[1] for r in results], prep.n_sentences)
+        tags = [WordTags([labels[i] for i in t], s) for t, s in zip(ids, scores)]
+        out: list[str] = []
+        stats = {"shard": prep.shard.index, "documents": len(prep.parts), "errors": 0, "sentences": 0, "words": 0,
+                 "word_pieces": int(sum(w.n_tokens for w in prep.windows)), "entities": 0,
+                 "padded_positions": padded, "positions": positions, "windows": len(prep.windows)}
+        for part in prep.parts:
+            if part.doc.error is not None:
+                rec = error_record(part.doc)
+                stats["errors"] += 1
+                out.append(to_conll(rec, [], []) if self.settings.output_format == "conll" else to_jsonl(rec))
+                continue
+            k0, k1 = part.first_sentence, part.first_sentence + len(part.words)
+            doc_tags = tags[k0:k1]
+            rec = record(part.doc, part.spans, doc_tags, part.text, int(sentence_pieces[k0:k1].sum()))
+            stats["sentences"] += rec["counts"]["sentences"]
+            stats["words"] += rec["counts"]["words"]
+            stats["entities"] += rec["counts"]["entities"]
+            out.append(to_conll(rec, part.words, doc_tags) if self.settings.output_format == "conll" else to_jsonl(rec))
+        return "".join(out), stats
+
+
+def run_shards(tagger: ShardTagger, shards: Iterable[Shard], work_dir, on_done: Callable[[dict[str, Any]], None]) -> None:
+    """Prepare shards on a background thread, infer and write each on this one."""
+    ready: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def producer() -> None:
+        try:
+            for shard in shards:
+                if stop.is_set():
+                    break
+                ready.put(tagger.prepare(shard))
+        except BaseException as exc:  # re-raised on the consuming side
+            failure.append(exc)
+        finally:
+            ready.put(None)
+
+    thread = threading.Thread(target=producer, name="prepare", daemon=True)
+    thread.start()
+    try:
+        while True:
+            prep = ready.get()
+            if prep is None:
+                break
+            text, stats = tagger.infer(prep)
+            write_atomic(work_dir.shard_path(prep.shard.index), text)
+            on_done(stats)
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
+    if failure:
+        raise failure[0]
+
+
+def worker_main(settings: TagSettings, work_dir_path: str, tasks, results) -> None:
+    """Entry point of a spawned worker: its own ONNX Runtime session, shards from ``tasks``."""
+    from .shards import WorkDir
+
+    parent = os.getppid()
+    try:
+        notes: list[str] = []
+        tagger = ShardTagger(settings, say=notes.append)
+        results.put(("note", {"device": tagger.tagger.model.device, "message": notes[0] if notes else ""}))
+
+        def from_queue() -> Iterator[Shard]:
+            while True:
+                try:
+                    shard = tasks.get(timeout=1.0)
+                except queue.Empty:
+                    if os.getppid() != parent:  # the parent was killed: stop instead of lingering
+                        return
+                    continue
+                if shard is None:
+                    return
+                yield shard
+
+        run_shards(tagger, from_queue(), WorkDir.at(work_dir_path), lambda stats: results.put(("done", stats)))
+        results.put(("exit", None))
+    except BaseException:
+        results.put(("error", traceback.format_exc()))
+
+
+def padding_ratio(stats: dict[str, Any]) -> float:
+    return float(stats["padded_positions"]) / max(1, stats["positions"])
+
+
