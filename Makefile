@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 SOFTMAX_ARGS ?= --epochs 12 --lr 2e-4 --batch-size 16 --patience 4
 CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4
 
-.PHONY: install test test-all train train-softmax train-crf export clean
+.PHONY: install test test-all train train-softmax train-crf export demo clean
 
 install: $(STAMP)
 
@@ -48,6 +48,25 @@ export: install
 	    $(VENV)/bin/ner-batch export --run runs/$$m --out export/$$m --data $(DATA) || exit 1; \
 	  else echo "runs/$$m has no trained model: skipping (make train-$$m)"; fi; \
 	done
+
+# The main job, end to end: a bundle (made if missing), then examples/corpus -> tags.jsonl.
+DEMO_BUNDLE ?= $(firstword $(wildcard export/crf/manifest.json export/softmax/manifest.json export/demo/manifest.json))
+demo: install
+	@bundle="$(dir $(DEMO_BUNDLE))"; \
+	if [ -z "$(DEMO_BUNDLE)" ]; then \
+	  if [ -f runs/crf/best/model.safetensors ]; then run=runs/crf; bundle=export/crf; \
+	  else \
+	    echo "== no trained model: training a short demo model (crf, 1 epoch on 2000 sentences; make train for the real ones)"; \
+	    $(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/demo --epochs 1 --limit-train 2000 --lr 3e-4 --head-lr 3e-3 || exit 1; \
+	    run=runs/demo; bundle=export/demo; \
+	  fi; \
+	  echo "== exporting $$run to $$bundle"; \
+	  $(VENV)/bin/ner-batch export --run $$run --out $$bundle --data $(DATA) || exit 1; \
+	fi; \
+	echo "== tagging examples/corpus/ with $$bundle"; \
+	$(VENV)/bin/ner-batch tag examples/corpus/ --bundle $$bundle --out tags.jsonl --summary-json tags.summary.json || exit 1; \
+	echo "== a few entities from tags.jsonl"; \
+	$(VENV)/bin/ner-batch show tags.jsonl --limit 15
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -196,6 +196,29 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
         Path(summary_json).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
 
 
+@main.command()
+@click.argument("tags_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--limit", type=int, default=20, show_default=True, help="Entities to print (0: all).")
+@click.option("--min-score", type=float, default=0.0, show_default=True, help="Only entities scored at least this.")
+def show(tags_file, limit, min_score) -> None:
+    """Print the entities of a tags.jsonl file as a readable table."""
+    shown = 0
+    with open(tags_file, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec.get("error"):
+                click.echo(f"{rec['id']}: ERROR {rec['error']}")
+                continue
+            for ent in rec["entities"]:
+                if ent["score"] < min_score:
+                    continue
+                if limit and shown >= limit:
+                    return
+                doc = Path(rec["id"]).name if "/" in rec["id"] else rec["id"]
+                click.echo(f"{doc[:24]:<24} {ent['start']:>7}-{ent['end']:<7} {ent['label']:<9} {ent['score']:.3f}  {ent['text']}")
+                shown += 1
+
+
 @main.command("export")
 @click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), required=True, help="Training run (runs/NAME).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Bundle directory (export/NAME).")
