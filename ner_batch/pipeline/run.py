@@ -19,6 +19,7 @@ from .shards import ResumeError, Shard, WorkDir, plan_shards  # noqa: F401 (Resu
 from .worker import ShardTagger, TagSettings, run_shards, worker_main
 
 COUNTS = ("documents", "errors", "sentences", "words", "word_pieces", "entities", "padded_positions", "positions", "windows")
+TIMERS = ("seconds_prepare", "seconds_model", "seconds_decode", "seconds_records")
 
 
 class OutputError(RuntimeError):
@@ -36,6 +37,10 @@ class Summary:
     padded_positions: int = 0
     positions: int = 0
     windows: int = 0
+    seconds_prepare: float = 0.0  # summed over workers (prepare runs beside the model)
+    seconds_model: float = 0.0
+    seconds_decode: float = 0.0
+    seconds_records: float = 0.0
     shards: int = 0
     resumed_shards: int = 0
     seconds: float = 0.0
@@ -47,6 +52,8 @@ class Summary:
     def add(self, stats: dict[str, Any]) -> None:
         for k in COUNTS:
             setattr(self, k, getattr(self, k) + int(stats.get(k, 0)))
+        for k in TIMERS:
+            setattr(self, k, getattr(self, k) + float(stats.get(k, 0.0)))
 
     @property
     def padding_ratio(self) -> float:
@@ -62,6 +69,8 @@ class Summary:
             "word_pieces_per_s": round(self.word_pieces / s, 1),
             "padding_ratio": round(self.padding_ratio, 4),
         })
+        for k in TIMERS:
+            d[k] = round(getattr(self, k), 3)
         return d
 
     def table(self) -> str:
@@ -74,6 +83,8 @@ class Summary:
             ("seconds", f"{self.seconds:.2f}"),
             ("throughput", f"{d['documents_per_s']:,} docs/s, {d['words_per_s']:,} words/s, {d['word_pieces_per_s']:,} pieces/s"),
             ("padding ratio", f"{self.padding_ratio:.3f}"),
+            ("time split", f"model {self.seconds_model:.2f}s, decode {self.seconds_decode:.2f}s, records {self.seconds_records:.2f}s, "
+                           f"prepare {self.seconds_prepare:.2f}s (beside the model)"),
             ("shards", f"{self.shards} ({self.resumed_shards} from an earlier run)"),
             ("model", f"{self.variant} on {self.device}, {self.workers} worker(s)"),
             ("output", self.output),
@@ -123,8 +134,8 @@ def tag_corpus(
     input_format: str | None = None,
     output_format: str = "jsonl",
     resume: bool = False,
-    shard_docs: int = 64,
-    shard_chars: int = 1 << 20,
+    shard_docs: int = 1000,
+    shard_chars: int = 1 << 18,
     token_budget: int = 8192,
     progress: bool = True,
     say: Callable[[str], None] | None = None,

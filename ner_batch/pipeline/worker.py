@@ -11,6 +11,7 @@ import dataclasses
 import os
 import queue
 import threading
+import time
 import traceback
 from typing import Any, Callable, Iterable, Iterator
 
@@ -57,6 +58,7 @@ class Prepared:
     windows: list[Window]
     batches: list[tuple[list[int], Batch]]
     n_sentences: int
+    seconds: float = 0.0  # spent preparing (on the background thread)
 
 
 def _pretokenized(sentences: list[list[str]]) -> tuple[str, list[list[Span]]]:
@@ -87,6 +89,7 @@ class ShardTagger:
                              token_budget=settings.token_budget, max_batch=settings.max_batch, say=say)
 
     def prepare(self, shard: Shard) -> Prepared:
+        t0 = time.perf_counter()
         parts: list[_DocPart] = []
         all_words: list[list[str]] = []
         for doc in shard.docs:
@@ -106,17 +109,24 @@ class ShardTagger:
         windows = enc.windows(all_words) if all_words else []
         batches = [(idx, enc.collate([windows[i] for i in idx]))
                    for idx in plan_batches(windows, self.settings.token_budget, self.settings.max_batch)]
-        return Prepared(shard, parts, windows, batches, len(all_words))
+        return Prepared(shard, parts, windows, batches, len(all_words), time.perf_counter() - t0)
 
     def infer(self, prep: Prepared) -> tuple[str, dict[str, Any]]:
         """The shard's output text and its counts."""
         results: list[Any] = [None] * len(prep.windows)
         padded = positions = 0
+        t_model = t_decode = 0.0
         for idx, batch in prep.batches:
-            for i, res in zip(idx, self.tagger.run_batch(batch)):
+            t0 = time.perf_counter()
+            emissions = self.tagger.emissions(batch)
+            t1 = time.perf_counter()
+            for i, res in zip(idx, self.tagger.decode_batch(emissions, batch)):
                 results[i] = res
+            t_decode += time.perf_counter() - t1
+            t_model += t1 - t0
             positions += batch.attention_mask.size
             padded += batch.attention_mask.size - int(batch.attention_mask.sum())
+        t_post = time.perf_counter()
         sentence_pieces = np.zeros(prep.n_sentences + 1, dtype=np.int64)  # shape: (S + 1,)
         for w in prep.windows:
             sentence_pieces[w.sentence] += w.n_tokens
@@ -127,7 +137,8 @@ class ShardTagger:
         out: list[str] = []
         stats = {"shard": prep.shard.index, "documents": len(prep.parts), "errors": 0, "sentences": 0, "words": 0,
                  "word_pieces": int(sum(w.n_tokens for w in prep.windows)), "entities": 0,
-                 "padded_positions": padded, "positions": positions, "windows": len(prep.windows)}
+                 "padded_positions": padded, "positions": positions, "windows": len(prep.windows),
+                 "seconds_prepare": prep.seconds, "seconds_model": t_model, "seconds_decode": t_decode}
         for part in prep.parts:
             if part.doc.error is not None:
                 rec = error_record(part.doc)
@@ -141,6 +152,7 @@ class ShardTagger:
             stats["words"] += rec["counts"]["words"]
             stats["entities"] += rec["counts"]["entities"]
             out.append(to_conll(rec, part.words, doc_tags) if self.settings.output_format == "conll" else to_jsonl(rec))
+        stats["seconds_records"] = time.perf_counter() - t_post
         return "".join(out), stats
 
 

@@ -73,8 +73,11 @@ class Tagger:
 
     def run_batch(self, batch: Batch) -> list[tuple[list[int], list[float]]]:
         """Label ids and confidences per real word of each window in the batch."""
+        return self.decode_batch(self.emissions(batch), batch)
+
+    def decode_batch(self, emissions: np.ndarray, batch: Batch) -> list[tuple[list[int], list[float]]]:
         lengths = batch.word_mask.sum(1)
-        tags, conf = self.decode(self.emissions(batch), lengths)
+        tags, conf = self.decode(emissions, lengths)
         return [(tags[i, :n].tolist(), conf[i, :n].tolist()) for i, n in enumerate(lengths)]
 
     def tag_windows(self, windows: Sequence[Window]) -> list[tuple[list[int], list[float]]]:

@@ -1,0 +1,380 @@
+"""`make bench`: ner-batch against its peers, side by side, in one run on one machine.
+
+Rows (each with sentences/s, word pieces/s, the ratio to the HF pipeline at batch 32
+measured in the same run, and that configuration's F1 on DNRTI test):
+
+* Hugging Face ``pipeline("token-classification")``, PyTorch eager, batch 32 and its best batch;
+* optimum's ``ORTModelForTokenClassification`` in the same pipeline;
+* PyTorch eager with ner-batch's batching (the tagger module, length-sorted token-budget batches);
+* ner-batch ``tag`` end to end, fp32 / opt / int8, 1 and 2 workers;
+* the CRF model: PyTorch + pytorch-crf's decode against ner-batch;
+* decoding alone: NumPy Viterbi against pytorch-crf's decode at batch 1, 32, 256;
+* the roofline: measured fp32 matmul GFLOP/s turned into the encoder's compute-bound tokens/s;
+* scaling: throughput and peak RSS at 1x, 10x and 100x corpus size, and the padding ratio.
+
+Writes ``bench/results/latest.json``, ``latest.md`` and ``latest.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from common import machine, peak_rss_mb, timed  # noqa: E402
+
+from ner_batch.data.dnrti import data_dir, load_split, unseen_mask  # noqa: E402
+from ner_batch.evaluation import score  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+class Data:
+    def __init__(self, directory: Path, repeat: int, raw_mb: float):
+        train, _ = load_split(directory, "train")
+        self.test, _ = load_split(directory, "test")
+        self.unseen = unseen_mask(self.test, train)
+        self.test_tokens = [s.tokens for s in self.test]
+        self.timing = self.test_tokens * repeat  # "DNRTI test repeated"
+        self.repeat = repeat
+        # A few MB of raw text: train sentences (detokenized by spaces) in documents of 10.
+        docs, size, k = [], 0, 0
+        while size < raw_mb * 1e6:
+            chunk = train[(k * 10) % len(train) : (k * 10) % len(train) + 10]
+            text = " ".join(" ".join(s.tokens) for s in chunk)
+            docs.append({"id": f"raw-{k}", "text": text})
+            size += len(text.encode())
+            k += 1
+        self.raw_docs = docs
+        self.raw_bytes = size
+
+    def f1(self, pred: list[list[str]]) -> dict[str, float]:
+        r = score([s.labels for s in self.test], pred, self.unseen)
+        return {"f1": round(r["f1"] * 100, 2), "unseen_f1": round(r["unseen"]["f1"] * 100, 2)}
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+def tags_from_records(path: Path, n: int) -> list[list[str]]:
+    """BIO tags of the first ``n`` token documents of a tags.jsonl."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for _, line in zip(range(n), f):
+            rec = json.loads(line)
+            tags = ["O"] * rec["counts"]["words"]
+            for e in rec["entities"]:
+                for i in range(e["token_start"], e["token_end"]):
+                    tags[i] = ("B-" if i == e["token_start"] else "I-") + e["label"]
+            out.append(tags)
+    return out
+
+
+def entities_to_tags(tokens: list[str], entities: list[dict]) -> list[str]:
+    """HF pipeline entity groups (character spans over the space-joined tokens) -> BIO tags."""
+    starts, pos = [], 0
+    for t in tokens:
+        starts.append((pos, pos + len(t)))
+        pos += len(t) + 1
+    tags = ["O"] * len(tokens)
+    for e in entities:
+        inside = [i for i, (s, t) in enumerate(starts) if s < e["end"] and t > e["start"]]
+        for j, i in enumerate(inside):
+            tags[i] = ("B-" if j == 0 else "I-") + e["entity_group"]
+    return tags
+
+
+# ---------------------------------------------------------------- sections
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.rows: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+        self.tmp = Path(tempfile.mkdtemp(prefix="ner-batch-bench-"))
+
+    def row(self, section: str, system: str, n_sent: int, n_pieces: int, t: dict, **kw) -> dict:
+        r = {"section": section, "system": system, "sentences": n_sent, "median_s": round(t["median_s"], 3),
+             "runs_s": t["runs_s"], "sentences_per_s": round(n_sent / t["median_s"], 1),
+             "word_pieces_per_s": round(n_pieces / t["median_s"], 1), **kw}
+        self.rows.append(r)
+        log(f"{section:<10} {system:<48} {r['sentences_per_s']:>9.1f} sent/s  F1 {kw.get('f1', '-')}")
+        return r
+
+    # -- peers on the softmax checkpoint
+    def hf_pipeline(self, data: Data, hf_dir: Path) -> None:
+        import torch
+        from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        tok = AutoTokenizer.from_pretrained(hf_dir)
+        texts = [" ".join(t) for t in data.timing]
+        pieces = sum(len(x) for x in tok(texts)["input_ids"])
+        test_texts = texts[: len(data.test)]
+        model = AutoModelForTokenClassification.from_pretrained(hf_dir).eval()
+        pipe = pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="first", device=-1)
+        self._pipeline_rows("HF pipeline (PyTorch eager)", pipe, data, texts, test_texts, pieces, search=True)
+
+        from optimum.onnxruntime import ORTModelForTokenClassification
+
+        ort_dir = self.tmp / "optimum"
+        ort_model = ORTModelForTokenClassification.from_pretrained(hf_dir, export=True, provider="CPUExecutionProvider")
+        ort_model.save_pretrained(ort_dir)
+        pipe = pipeline("token-classification", model=ort_model, tokenizer=tok, aggregation_strategy="first")
+        self._pipeline_rows("optimum ORTModelForTokenClassification", pipe, data, texts, test_texts, pieces, search=False)
+
+    def _pipeline_rows(self, name, pipe, data, texts, test_texts, pieces, search: bool) -> None:
+        out = pipe(test_texts, batch_size=32)
+        f1 = data.f1([entities_to_tags(t, e) for t, e in zip(data.test_tokens, out)])
+        warm = lambda: pipe(texts[:64], batch_size=32)  # noqa: E731
+        t = timed(lambda: pipe(texts, batch_size=32), warm=warm, repeats=self.args.repeats)
+        self.row("softmax", f"{name}, batch 32", len(texts), pieces, t, **f1)
+        if search:
+            probe = texts[: min(len(texts), 400)]
+            speeds = {}
+            for bs in (1, 8, 16, 64, 128):
+                pipe(probe[:32], batch_size=bs)
+                t0 = time.perf_counter()
+                pipe(probe, batch_size=bs)
+                speeds[bs] = len(probe) / (time.perf_counter() - t0)
+            best = max(speeds, key=speeds.get)
+            self.extra["hf_batch_search_sent_per_s"] = {str(k): round(v, 1) for k, v in speeds.items()}
+            if best != 32:
+                t = timed(lambda: pipe(texts, batch_size=best), warm=warm, repeats=self.args.repeats)
+                self.row("softmax", f"{name}, best batch {best}", len(texts), pieces, t, **f1)
+            else:
+                self.rows.append({**self.rows[-1], "system": f"{name}, best batch 32"})
+
+    def torch_eager(self, data: Data, run: Path, section: str) -> None:
+        import torch
+
+        from ner_batch.encoding import WordEncoder
+        from ner_batch.models.tagger import load_model
+        from ner_batch.training.trainer import predict_tokens
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        model, tok = load_model(run / "best")
+        enc = WordEncoder(tok.backend_tokenizer, model.config.max_length)
+        pieces = sum(w.n_tokens for w in enc.windows(data.timing))
+        f1 = data.f1(predict_tokens(model, enc, data.test_tokens))
+        with torch.inference_mode():
+            t = timed(lambda: predict_tokens(model, enc, data.timing), warm=lambda: predict_tokens(model, enc, data.timing[:64]),
+                      repeats=self.args.repeats)
+        decode = "pytorch-crf decode" if section == "crf" else "NumPy BIO decode"
+        self.row(section, f"PyTorch eager + ner-batch batching ({decode})", len(data.timing), pieces, t, **f1)
+
+    def ner_batch(self, data: Data, bundle: Path, section: str, variants, workers_list) -> dict:
+        from ner_batch.pipeline.run import tag_corpus
+
+        corpus = write_jsonl(self.tmp / "timing.jsonl", ({"id": f"s{i}", "tokens": t} for i, t in enumerate(data.timing)))
+        summaries = {}
+        for variant in variants:
+            for workers in workers_list:
+                out = self.tmp / f"tags-{section}-{variant}-{workers}.jsonl"
+                run = lambda: tag_corpus([str(corpus)], bundle, out, variant=variant, workers=workers,  # noqa: E731
+                                         progress=False, say=lambda m: None)
+                t = timed(run, repeats=self.args.repeats)
+                s = t["result"]
+                f1 = data.f1(tags_from_records(out, len(data.test)))
+                summaries[(variant, workers)] = s
+                self.row(section, f"ner-batch {variant}, {workers} worker{'s' if workers > 1 else ''}", s.sentences,
+                         s.word_pieces, t, padding_ratio=round(s.padding_ratio, 4), **f1,
+                         decode_share=round((s.seconds_decode + s.seconds_records) / max(s.seconds, 1e-9), 4) if workers == 1 else None)
+        return summaries
+
+    def raw_text(self, data: Data, bundle: Path, hf_dir: Path | None) -> None:
+        from ner_batch.pipeline.run import tag_corpus
+        from ner_batch.pipeline.segment import split_document
+
+        corpus = write_jsonl(self.tmp / "raw.jsonl", data.raw_docs)
+        self.extra["raw_text_mb"] = round(data.raw_bytes / 1e6, 2)
+        for variant, workers in (("opt", 1), ("opt", 2), ("int8", 1), ("int8", 2)):
+            out = self.tmp / "raw-tags.jsonl"
+            t = timed(lambda: tag_corpus([str(corpus)], bundle, out, variant=variant, workers=workers, progress=False,
+                                         say=lambda m: None), repeats=max(1, self.args.repeats - 1))
+            s = t["result"]
+            self.row("raw text", f"ner-batch {variant}, {workers} worker{'s' if workers > 1 else ''} ({self.extra['raw_text_mb']} MB)",
+                     s.sentences, s.word_pieces, t, padding_ratio=round(s.padding_ratio, 4))
+        if hf_dir is not None:
+            from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+            tok = AutoTokenizer.from_pretrained(hf_dir)
+            pipe = pipeline("token-classification", model=AutoModelForTokenClassification.from_pretrained(hf_dir).eval(),
+                            tokenizer=tok, aggregation_strategy="first", device=-1)
+            sents = []
+            for d in data.raw_docs[: max(1, len(data.raw_docs) // 10)]:
+                words, _ = split_document(d["text"])
+                sents.extend(" ".join(w) for w in words)
+            pieces = sum(len(x) for x in tok(sents)["input_ids"])
+            t = timed(lambda: pipe(sents, batch_size=32), warm=lambda: pipe(sents[:64], batch_size=32), repeats=1)
+            self.row("raw text", "HF pipeline (PyTorch eager), batch 32 (first 10% of the text)", len(sents), pieces, t)
+
+    def decode_only(self) -> None:
+        import torch
+        from torchcrf import CRF
+
+        from ner_batch.runtime.decode import forward_backward, viterbi
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        rng = np.random.default_rng(0)
+        n_labels, width = 27, 40
+        crf = CRF(n_labels, batch_first=True)
+        p = {k: getattr(crf, a).detach().numpy() for k, a in (("transitions", "transitions"), ("start", "start_transitions"), ("end", "end_transitions"))}
+        for b in (1, 32, 256):
+            em = rng.normal(size=(b, width, n_labels)).astype(np.float32)
+            lengths = rng.integers(10, width + 1, size=b)
+            lengths[0] = width
+            mask = torch.from_numpy(np.arange(width)[None, :] < lengths[:, None])
+            tem = torch.from_numpy(em)
+            reps = max(3, 256 // b)
+            t_np = timed(lambda: [viterbi(em, lengths, p["transitions"], p["start"], p["end"]) for _ in range(reps)], repeats=self.args.repeats)
+            t_fb = timed(lambda: [forward_backward(em, lengths, p["transitions"], p["start"], p["end"]) for _ in range(reps)], repeats=self.args.repeats)
+            with torch.inference_mode():
+                t_pt = timed(lambda: [crf.decode(tem, mask) for _ in range(reps)], repeats=self.args.repeats)
+            per = lambda t: t["median_s"] / reps * 1e3  # noqa: E731
+            self.rows.append({"section": "decode", "system": f"batch {b}: NumPy Viterbi vs pytorch-crf decode",
+                              "numpy_ms": round(per(t_np), 3), "numpy_marginals_ms": round(per(t_fb), 3),
+                              "pytorch_crf_ms": round(per(t_pt), 3), "speedup": round(per(t_pt) / per(t_np), 1)})
+            log(f"decode     batch {b:<4} numpy {per(t_np):.3f} ms  pytorch-crf {per(t_pt):.3f} ms  x{per(t_pt) / per(t_np):.1f}")
+
+    def roofline(self, data: Data, bundle: Path) -> None:
+        import onnx
+
+        from ner_batch.runtime.batching import plan_batches
+        from ner_batch.runtime.tagger import Tagger
+
+        code = ("import numpy as np, time, json\n"
+                "a = np.random.rand(4096, 384).astype(np.float32); b = np.random.rand(384, 1536).astype(np.float32)\n"
+                "for _ in range(5): a @ b\n"
+                "best = []\n"
+                "for _ in range(5):\n"
+                "    t = time.perf_counter()\n"
+                "    for _ in range(10): a @ b\n"
+                "    best.append(2 * 4096 * 384 * 1536 * 10 / (time.perf_counter() - t) / 1e9)\n"
+                "print(json.dumps(sorted(best)[len(best) // 2]))\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        gflops = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout)
+        graph = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+        inits = {t.name: list(t.dims) for t in graph.graph.initializer}
+        flops = sum(2 * inits[n.input[1]][0] * inits[n.input[1]][1] for n in graph.graph.node
+                    if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits and len(inits[n.input[1]]) == 2)
+        for variant in ("fp32", "opt"):
+            tagger = Tagger(bundle, variant, device="cpu", say=lambda m: None)
+            windows = tagger.encoder.windows(data.timing)
+            batches = [tagger.encoder.collate([windows[i] for i in idx]) for idx in plan_batches(windows, 8192, 128)]
+            real = sum(int(b.attention_mask.sum()) for b in batches)
+            padded = sum(b.attention_mask.size for b in batches)
+            mean_t = statistics.mean(b.input_ids.shape[1] for b in batches)
+            n_layers = max(1, sum(1 for n in onnx.load(str(tagger.bundle.model_path("opt")), load_external_data=False).graph.node
+                                  if n.op_type == "Attention"))
+            hidden = next((t.dims[1] for t in graph.graph.initializer if "word_embeddings" in t.name and len(t.dims) == 2), 384)
+            per_token = flops + n_layers * 4 * mean_t * hidden  # weights + attention scores
+            roof = gflops * 1e9 / per_token
+            t = timed(lambda: [tagger.emissions(b) for b in batches], repeats=self.args.repeats)
+            got = real / t["median_s"]
+            self.rows.append({"section": "roofline", "system": f"ner-batch {variant} encoder (softmax bundle)",
+                              "matmul_gflops": round(gflops, 1), "mflops_per_token": round(per_token / 1e6, 2),
+                              "roofline_tokens_per_s": round(roof, 0), "word_pieces_per_s": round(got, 0),
+                              "padded_positions_per_s": round(padded / t["median_s"], 0), "share": round(got / roof, 3)})
+            log(f"roofline   {variant}: {gflops:.0f} GFLOP/s -> {roof:,.0f} tokens/s; measured {got:,.0f} ({got / roof:.0%})")
+
+    def scaling(self, data: Data, bundle: Path, variant: str) -> None:
+        base = [{"id": f"s{i}", "tokens": t} for i, t in enumerate(data.test_tokens)]
+        for factor in self.args.scales:
+            corpus = write_jsonl(self.tmp / f"scale-{factor}.jsonl", (dict(d, id=f"{d['id']}-{k}") for k in range(factor) for d in base))
+            out, summ = self.tmp / f"scale-{factor}.out.jsonl", self.tmp / f"scale-{factor}.summary.json"
+            cmd = [str(Path(sys.executable).with_name("ner-batch")), "tag", str(corpus), "--bundle", str(bundle), "--out", str(out),
+                   "--variant", variant, "--summary-json", str(summ), "-q"]
+            rss, seconds, _ = peak_rss_mb(cmd)
+            s = json.loads(summ.read_text())
+            self.rows.append({"section": "scaling", "system": f"ner-batch {variant}, 1 worker, {factor}x DNRTI test",
+                              "factor": factor, "sentences": s["sentences"], "sentences_per_s": round(s["sentences"] / s["seconds"], 1),
+                              "process_seconds": round(seconds, 2), "peak_rss_mb": round(rss, 1), "padding_ratio": s["padding_ratio"]})
+            log(f"scaling    {factor:>4}x: {s['sentences'] / s['seconds']:.1f} sent/s, peak RSS {rss:.0f} MB, padding {s['padding_ratio']:.3f}")
+            out.unlink(missing_ok=True)
+            corpus.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None, help="DNRTI directory [default: ../shared/data/dnrti]")
+    ap.add_argument("--runs", default=str(ROOT / "runs"), help="training runs (softmax, crf)")
+    ap.add_argument("--export", default=str(ROOT / "export"), help="bundles (softmax, crf)")
+    ap.add_argument("--repeat", type=int, default=2, help="DNRTI test repeated this many times for timing")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per row (median reported)")
+    ap.add_argument("--raw-mb", type=float, default=3.0, help="MB of raw text")
+    ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
+    ap.add_argument("--sections", nargs="+", default=["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling"])
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    runs, export = Path(args.runs), Path(args.export)
+    for need in (runs / "softmax" / "best", runs / "crf" / "best", export / "softmax" / "manifest.json", export / "crf" / "manifest.json"):
+        if not need.exists():
+            print(f"bench: expected {need}; run `make train` and `make export` first", file=sys.stderr)
+            return 2
+    data = Data(data_dir(args.data), args.repeat, args.raw_mb)
+    bench = Bench(args)
+    started = time.time()
+    hf_dir = None
+    if "peers" in args.sections or "raw" in args.sections:
+        from hf_checkpoint import write_hf_checkpoint
+
+        hf_dir = write_hf_checkpoint(runs / "softmax", bench.tmp / "hf-softmax")
+    if "peers" in args.sections:
+        bench.hf_pipeline(data, hf_dir)
+        bench.torch_eager(data, runs / "softmax", "softmax")
+    if "ner-batch" in args.sections:
+        bench.ner_batch(data, export / "softmax", "softmax", ("fp32", "opt", "int8"), (1, 2))
+    if "crf" in args.sections:
+        bench.torch_eager(data, runs / "crf", "crf")
+        bench.ner_batch(data, export / "crf", "crf", ("opt", "int8"), (1, 2))
+    if "decode" in args.sections:
+        bench.decode_only()
+    if "roofline" in args.sections:
+        bench.roofline(data, export / "softmax")
+    if "raw" in args.sections:
+        bench.raw_text(data, export / "softmax", hf_dir)
+    if "scaling" in args.sections:
+        bench.scaling(data, export / "softmax", "int8")
+
+    from report import write_report
+
+    result = {"machine": machine(), "command": "make bench", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "seconds": round(time.time() - started, 1), "timing_corpus": f"DNRTI test x{args.repeat} ({len(data.timing)} sentences)",
+              "repeats": args.repeats, "rows": bench.rows, "extra": bench.extra}
+    paths = write_report(result, Path(args.out))
+    log(f"wrote {', '.join(str(p) for p in paths)} in {time.time() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
