@@ -145,3 +145,12 @@ def test_allowed_transitions_and_spans():
     assert not trans[LABELS.index("O"), LABELS.index("I-A")]
     assert not trans[LABELS.index("I-B"), LABELS.index("I-A")]
     assert bio_spans(["B-A", "I-A", "O", "I-B", "B-B", "B-B"]) == [(0, 2, "A"), (3, 4, "B"), (4, 5, "B"), (5, 6, "B")]
+
+
+def test_marginals_stay_finite_on_extreme_scores():
+    rng = np.random.default_rng(6)
+    em, lengths, trans, start, end = random_case(rng, b=8, w=60, n_labels=27)
+    marg, log_z = forward_backward(em * 80, lengths, trans * 30, start * 30, end * 30)
+    assert np.isfinite(marg).all() and np.isfinite(log_z).all()
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(marg[i, :n].sum(-1), 1.0, atol=1e-5)

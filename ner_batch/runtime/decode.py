@@ -84,7 +84,10 @@ def forward_backward(
     start: np.ndarray,
     end: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-word label marginals of the linear-chain CRF.
+    """Per-word label marginals of the linear-chain CRF (scaled forward-backward).
+
+    Works in probability space with a normalization per step (Rabiner's scaling), so each
+    step is a ``(B, L) @ (L, L)`` product instead of a log-sum-exp over ``(B, L, L)``.
 
     Args: as :func:`viterbi`.
 
@@ -92,28 +95,41 @@ def forward_backward(
         ``(marginals, log_z)``: ``marginals`` ``(B, W, L)`` with ``P(y_t = l | x)``
         (rows past a sequence's length are zero), ``log_z`` ``(B,)`` the log partition.
     """
-    emissions = np.asarray(emissions, dtype=np.float64)
-    b, w, n_labels = emissions.shape
+    em = np.asarray(emissions, dtype=np.float64)
+    b, w, n_labels = em.shape
     lengths = np.asarray(lengths, dtype=np.int64)  # shape: (B,)
-    trans = np.asarray(transitions, dtype=np.float64)  # shape: (L, L)
     valid = np.arange(w)[None, :] < lengths[:, None]  # shape: (B, W)
+    shift = em.max(axis=2)  # shape: (B, W)
+    e = np.exp(em - shift[..., None])  # shape: (B, W, L)
+    t_shift = float(np.max(transitions))
+    trans = np.exp(np.asarray(transitions, dtype=np.float64) - t_shift)  # shape: (L, L)
+    s_shift, e_shift = float(np.max(start)), float(np.max(end))
+    first = np.exp(np.asarray(start, dtype=np.float64) - s_shift)  # shape: (L,)
+    last = np.exp(np.asarray(end, dtype=np.float64) - e_shift)  # shape: (L,)
 
-    alpha = np.empty((b, w, n_labels))  # shape: (B, W, L)
-    alpha[:, 0] = start[None, :] + emissions[:, 0]
+    alpha = np.empty((b, w, n_labels))  # shape: (B, W, L), each row sums to 1
+    scale = np.ones((b, w))  # shape: (B, W)
+    a = first[None, :] * e[:, 0]  # shape: (B, L)
+    scale[:, 0] = a.sum(axis=1)
+    alpha[:, 0] = a / scale[:, 0, None]
     for t in range(1, w):
-        nxt = _logsumexp(alpha[:, t - 1, :, None] + trans[None], axis=1) + emissions[:, t]  # shape: (B, L)
-        alpha[:, t] = np.where(valid[:, t, None], nxt, alpha[:, t - 1])
-    rows = np.arange(b)
-    log_z = _logsumexp(alpha[rows, lengths - 1] + end[None, :], axis=1)  # shape: (B,)
+        a = (alpha[:, t - 1] @ trans) * e[:, t]  # shape: (B, L)
+        c = np.where(valid[:, t], a.sum(axis=1), 1.0)  # shape: (B,)
+        alpha[:, t] = np.where(valid[:, t, None], a / c[:, None], alpha[:, t - 1])
+        scale[:, t] = c
 
-    beta = np.empty((b, w, n_labels))  # shape: (B, W, L)
-    beta[:, w - 1] = end[None, :]
+    beta = np.empty((b, w, n_labels))  # shape: (B, W, L), scaled like alpha
+    beta[:, w - 1] = last[None, :]
     for t in range(w - 2, -1, -1):
-        # beta[t, i] = logsumexp_j trans[i, j] + e[t+1, j] + beta[t+1, j]
-        nxt = _logsumexp(trans[None] + (emissions[:, t + 1] + beta[:, t + 1])[:, None, :], axis=2)  # shape: (B, L)
-        at_end = (t == lengths - 1)[:, None]
-        beta[:, t] = np.where(at_end, end[None, :], nxt)
-    marg = np.exp(alpha + beta - log_z[:, None, None])  # shape: (B, W, L)
+        nb = ((e[:, t + 1] * beta[:, t + 1]) @ trans.T) / scale[:, t + 1, None]  # shape: (B, L)
+        beta[:, t] = np.where((t < lengths - 1)[:, None], nb, last[None, :])
+
+    rows = np.arange(b)
+    z = (alpha[rows, lengths - 1] * last[None, :]).sum(axis=1)  # shape: (B,)
+    log_z = (np.log(scale).sum(axis=1) + np.log(z) + (shift * valid).sum(axis=1)
+             + (lengths - 1) * t_shift + s_shift + e_shift)  # shape: (B,)
+    marg = alpha * beta  # shape: (B, W, L)
+    marg /= np.maximum(marg.sum(axis=2, keepdims=True), 1e-300)
     marg[~valid] = 0.0
     return marg.astype(np.float32), log_z
 
@@ -147,8 +163,3 @@ def constrained_decode(logits: np.ndarray, lengths: np.ndarray, labels: Sequence
     trans, start, end = bio_constraints(labels)
     tags, _ = viterbi(logp, lengths, trans, start, end)
     return tags, np.exp(logp)
-
-
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(x - m), axis=axis))
