@@ -6,6 +6,7 @@ token and word axes) and returns word-level ``emissions`` (B, W, L). Decoding is
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -19,13 +20,25 @@ OUTPUT_NAME = "emissions"
 OPSET = 17
 
 
+def eager_twin(model: WordTagger) -> WordTagger:
+    """The same weights with eager attention: the pattern ONNX Runtime's optimizer fuses
+    (SDPA traces differently, and some encoders pick their attention class at build time)."""
+    from transformers import AutoModel
+
+    config = copy.deepcopy(model.encoder.config)
+    encoder = AutoModel.from_config(config, attn_implementation="eager")
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    encoder.load_state_dict(model.encoder.state_dict())
+    twin = WordTagger(model.config, encoder)
+    twin.head = model.head
+    return twin.eval()
+
+
 def export_onnx(model: WordTagger, sample: Batch, path: str | Path, opset: int = OPSET) -> Path:
     """Write ``model``'s forward pass, traced on ``sample``, to ``path``."""
     path = Path(path)
-    model = model.eval()
-    # The eager attention pattern is the one ONNX Runtime's transformer optimizer fuses.
-    previous = getattr(model.encoder.config, "_attn_implementation", None)
-    model.encoder.config._attn_implementation = "eager"
+    model = eager_twin(model)
     args = tuple(torch.from_numpy(sample.inputs()[k]) for k in INPUT_NAMES)
     axes = {
         "input_ids": {0: "batch", 1: "tokens"},
@@ -34,13 +47,10 @@ def export_onnx(model: WordTagger, sample: Batch, path: str | Path, opset: int =
         "word_mask": {0: "batch", 1: "words"},
         OUTPUT_NAME: {0: "batch", 1: "words"},
     }
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(
-                model, args, str(path), input_names=INPUT_NAMES, output_names=[OUTPUT_NAME],
-                dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
-            )
-    finally:
-        model.encoder.config._attn_implementation = previous
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(
+            model, args, str(path), input_names=INPUT_NAMES, output_names=[OUTPUT_NAME],
+            dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+        )
     return path

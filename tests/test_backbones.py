@@ -1,0 +1,65 @@
+"""Any Hugging Face checkpoint works the same way: a local path, and a DistilBERT encoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+from conftest import CHECK_SENTENCES, LABELS, tiny_encoder_config
+from ner_batch.cli import main
+
+
+def write_conll(path, sentences):
+    path.write_text("\n\n".join("\n".join(f"{t} {l}" for t, l in zip(toks, labs)) for toks, labs in sentences) + "\n")
+
+
+def test_train_and_evaluate_from_a_local_checkpoint_path(tmp_path, tokenizer):
+    from transformers import AutoConfig, AutoModel
+
+    from conftest import TINY_SENTENCES
+
+    ckpt = tmp_path / "tiny-bert"
+    cfg = dict(tiny_encoder_config())
+    AutoModel.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg)).save_pretrained(ckpt)
+    tokenizer.save_pretrained(ckpt)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        write_conll(data / f"{split}.txt", TINY_SENTENCES)
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", "--head", "crf", "--backbone", str(ckpt), "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--epochs", "2", "--lr", "3e-3", "--head-lr", "3e-3", "--batch-size", "2"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["evaluate", "--run", str(tmp_path / "run"), "--data", str(data), "--split", "test", "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output.strip().splitlines()[-1])
+    assert result["split"] == "test" and result["unseen"]["sentences"] == 0
+    assert set(result["per_type"]) <= {"Area", "HackOrg", "Tool"}
+    cfg_saved = json.loads((tmp_path / "run" / "best" / "tagger.json").read_text())
+    assert cfg_saved["backbone"] == str(ckpt)
+
+
+def test_distilbert_encoder_exports_with_parity(tmp_path, tokenizer, word_encoder):
+    from transformers import DistilBertConfig
+
+    from ner_batch.export.build import build_bundle
+    from ner_batch.models import TaggerConfig, build_model
+    from ner_batch.runtime.tagger import Tagger
+
+    enc = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64, dropout=0.0, attention_dropout=0.0).to_dict()
+    torch.manual_seed(0)
+    model = build_model(TaggerConfig(head="softmax", labels=LABELS, backbone="tiny-distilbert", max_length=64, encoder=enc),
+                        pretrained=False).eval()
+    manifest = build_bundle(tmp_path / "run", tmp_path / "bundle", model=model, tokenizer=tokenizer,
+                            check_sentences=CHECK_SENTENCES, variants=("fp32", "opt"), log=lambda m: None)
+    assert manifest["encoder_type"] == "distilbert"
+    assert manifest["export_check"]["opt"]["max_abs_diff"] < 1e-3
+    tagger = Tagger(tmp_path / "bundle", "opt", device="cpu")
+    batch = tagger.encoder.collate(tagger.encoder.windows(CHECK_SENTENCES[:3]))
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in batch.inputs().items()}).numpy()
+    mask = batch.word_mask.astype(bool)
+    np.testing.assert_allclose(tagger.emissions(batch)[mask], ref[mask], atol=1e-4)
