@@ -160,11 +160,12 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same inputs and settings (OUT.parts/).")
 @click.option("--shard-docs", type=int, default=1000, show_default=True,
               help="Documents per shard, at most (a shard also stops at ~256K characters); the unit of resume.")
-@click.option("--token-budget", type=int, default=8192, show_default=True, help="Padded word pieces per batch.")
+@click.option("--token-budget", type=int, default=8192, show_default=True, help="Padded word pieces per batch, at most.")
+@click.option("--max-batch", type=int, default=32, show_default=True, help="Windows per batch, at most.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Also write the final summary as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
 def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, workers, threads, resume, shard_docs,
-        token_budget, summary_json, quiet) -> None:
+        token_budget, max_batch, summary_json, quiet) -> None:
     """Tag INPUT... (directories, files, or - for standard input) into one output file.
 
     \b
@@ -184,7 +185,7 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
         summary = tag_corpus(
             inputs, bundle_dir, out, variant=variant, device=device, workers=workers, threads=threads,
             input_format=input_format, output_format=output_format, resume=resume, shard_docs=shard_docs,
-            token_budget=token_budget, progress=not quiet, say=lambda m: click.echo(m, err=True),
+            token_budget=token_budget, max_batch=max_batch, progress=not quiet, say=lambda m: click.echo(m, err=True),
         )
     except (InputError, OutputError, ResumeError, BundleError, DeviceError) as exc:
         raise click.ClickException(str(exc)) from None

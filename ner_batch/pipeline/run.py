@@ -137,6 +137,7 @@ def tag_corpus(
     shard_docs: int = 1000,
     shard_chars: int = 1 << 18,
     token_budget: int = 8192,
+    max_batch: int = 32,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
 ) -> Summary:
@@ -153,7 +154,7 @@ def tag_corpus(
     loaded = Bundle.load(bundle)
     workers = max(1, int(workers))
     per_worker_threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    settings = TagSettings(str(loaded.path), variant, device, per_worker_threads, token_budget, output_format=output_format)
+    settings = TagSettings(str(loaded.path), variant, device, per_worker_threads, token_budget, max_batch, output_format=output_format)
     loaded.model_path(variant)  # a missing variant fails here, before any work
     work = WorkDir.for_output(out)
     plan = _fingerprint([s for s in sources if s.path != "-"], loaded, settings, shard_docs, shard_chars)

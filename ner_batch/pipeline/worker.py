@@ -37,7 +37,7 @@ class TagSettings:
     device: str = "auto"
     threads: int = 0
     token_budget: int = 8192
-    max_batch: int = 128
+    max_batch: int = 32
     output_format: str = "jsonl"
     max_words: int = MAX_WORDS
 

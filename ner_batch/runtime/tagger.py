@@ -40,7 +40,7 @@ class Tagger:
         threads: int = 0,
         *,
         token_budget: int = 8192,
-        max_batch: int = 256,
+        max_batch: int = 32,
         say: Callable[[str], None] | None = None,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
