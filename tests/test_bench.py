@@ -1,0 +1,40 @@
+"""The benchmark harness runs end to end on tiny models and writes JSON, Markdown and PNG."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DNRTI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
+def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
+    runs, export = tmp_path / "runs", tmp_path / "export"
+    for head in ("softmax", "crf"):
+        path, model, _ = tiny_bundles[head]
+        model.save(runs / head / "best", tokenizer)
+        (export / head).parent.mkdir(parents=True, exist_ok=True)
+        (export / head).symlink_to(path)
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
+           "--repeat", "1", "--repeats", "1", "--scales", "1", "2", "--sections", "ner-batch", "decode", "scaling", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((out / "latest.json").read_text())
+    systems = {r["system"] for r in result["rows"]}
+    assert "ner-batch int8, 2 workers" in systems and "batch 256: NumPy Viterbi vs pytorch-crf decode" in systems
+    for r in result["rows"]:
+        if r["section"] == "softmax":
+            assert r["sentences"] == 664 and r["sentences_per_s"] > 0 and 0 <= r["f1"] <= 100
+    scaling = [r for r in result["rows"] if r["section"] == "scaling"]
+    assert [r["sentences"] for r in scaling] == [664, 1328] and all(r["peak_rss_mb"] > 0 for r in scaling)
+    assert any(t["target"].startswith("NumPy Viterbi") for t in result["targets"])
+    assert "| target | value | goal | met |" in (out / "latest.md").read_text()
+    assert (out / "latest.png").stat().st_size > 1000
