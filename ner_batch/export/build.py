@@ -109,7 +109,9 @@ def build_bundle(
         variant_info["opt"] = {"fused_operators": fused}
         log(f"  opt check: max diff {checks['opt']['max_abs_diff']:.2e}; fused {fused}")
     if "int8" in variants:
-        source = tmp / fmt.VARIANT_FILES["opt" if "opt" in variants else "fp32"]
+        # Quantized from the plain graph: ONNX Runtime then fuses the int8 ops at load, which ran
+        # faster here (306 vs 259 sentences/s on one core) than quantizing the fused graph.
+        source = fp32
         quantize_int8(source, tmp / fmt.VARIANT_FILES["int8"])
         diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["int8"], encoder, batches)
         checks["int8"] = {"max_abs_diff": diff, "tolerance": None, "batches": rows, "note": "quantized: judged by F1, not by tolerance"}

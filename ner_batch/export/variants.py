@@ -40,7 +40,7 @@ def quantize_int8(source: Path, out: Path) -> None:
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" note
     quantize_dynamic(
         str(source), str(out), weight_type=QuantType.QInt8, per_channel=False, reduce_range=False,
-        # Fused contrib ops (Attention, SkipLayerNormalization) defeat ONNX shape inference.
+        # Fused contrib ops (Attention, SkipLayerNormalization), if any, defeat ONNX shape inference.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
