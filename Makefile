@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 SOFTMAX_ARGS ?= --epochs 12 --lr 2e-4 --batch-size 16 --patience 4
 CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4
 
-.PHONY: install test test-all train train-softmax train-crf export demo clean
+.PHONY: install test test-all train train-softmax train-crf export demo bench clean
 
 install: $(STAMP)
 
@@ -67,6 +67,10 @@ demo: install
 	$(VENV)/bin/ner-batch tag examples/corpus/ --bundle $$bundle --out tags.jsonl --summary-json tags.summary.json || exit 1; \
 	echo "== a few entities from tags.jsonl"; \
 	$(VENV)/bin/ner-batch show tags.jsonl --limit 15
+
+# Throughput side by side with the peers; needs make train + make export. Writes bench/results/latest.{json,md,png}.
+bench: install
+	$(PY) bench/run.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -47,33 +47,38 @@ def viterbi(
         ``(tags, scores)``: ``tags`` ``(B, W)`` int64 with ``0`` past each length,
         ``scores`` ``(B,)`` the best path's score.
     """
-    emissions = np.asarray(emissions, dtype=np.float32)
-    b, w, n_labels = emissions.shape
+    em = np.asarray(emissions, dtype=np.float32)
+    b, w, n_labels = em.shape
     lengths = np.asarray(lengths, dtype=np.int64)  # shape: (B,)
+    trans = np.asarray(transitions, dtype=np.float32)  # shape: (L_from, L_to)
     rows = np.arange(b)
-    score = start[None, :] + emissions[:, 0]  # shape: (B, L)
-    history = np.zeros((max(w - 1, 0), b, n_labels), dtype=np.int64)  # shape: (W-1, B, L)
+    # Forward pass over max-scores only, batch on the last (contiguous) axis, so that the max
+    # over "from" is a reduction over the first axis: L vectorized passes of L * B elements.
+    em_t = np.ascontiguousarray(em.transpose(1, 2, 0))  # shape: (W, L, B)
+    alpha = np.empty((w, n_labels, b), dtype=np.float32)  # shape: (W, L, B)
+    alpha[0] = np.asarray(start, dtype=np.float32)[:, None] + em_t[0]
+    cand = np.empty((n_labels, n_labels, b), dtype=np.float32)  # shape: (L_from, L_to, B)
+    trans_b = trans[:, :, None]  # shape: (L_from, L_to, 1)
+    full = int(lengths.min())  # steps every sequence still takes
     for t in range(1, w):
-        # shape: (B, L_from, L_to)
-        cand = score[:, :, None] + transitions[None, :, :] + emissions[:, t, None, :]
-        best_prev = cand.argmax(axis=1)  # shape: (B, L_to)
-        best = np.take_along_axis(cand, best_prev[:, None, :], axis=1)[:, 0]  # shape: (B, L)
-        history[t - 1] = best_prev
-        score = np.where((t < lengths)[:, None], best, score)
-    score = score + end[None, :]  # shape: (B, L)
-    last = score.argmax(axis=1)  # shape: (B,)
-    best_score = score[rows, last]  # shape: (B,)
+        np.add(alpha[t - 1][:, None, :], trans_b, out=cand)
+        nxt = cand.max(axis=0)  # shape: (L_to, B)
+        nxt += em_t[t]
+        alpha[t] = nxt if t < full else np.where(t < lengths, nxt, alpha[t - 1])
+    final = alpha[lengths - 1, :, rows] + np.asarray(end, dtype=np.float32)[None, :]  # shape: (B, L)
+    last = final.argmax(axis=1)  # shape: (B,)
+    best_score = final[rows, last]  # shape: (B,)
 
+    # Backtrack without a history of argmaxes: y_t = argmax_i alpha_t[i] + trans[i, y_{t+1}].
     tags = np.zeros((b, w), dtype=np.int64)  # shape: (B, W)
     cur = last.copy()  # shape: (B,)
     for t in range(w - 1, -1, -1):
-        is_last = t == lengths - 1
-        inside = t < lengths - 1
         if t + 1 < w:
-            prev = history[t][rows, cur]  # tag at t given the tag at t + 1
-            cur = np.where(inside, prev, cur)
-        cur = np.where(is_last, last, cur)
-        tags[:, t] = np.where(t < lengths, cur, 0)
+            prev = (alpha[t].T + trans[:, cur].T).argmax(axis=1)  # shape: (B,)
+            cur = prev if t < full - 1 else np.where(t < lengths - 1, prev, cur)
+        if t >= full - 1:
+            cur = np.where(t == lengths - 1, last, cur)
+        tags[:, t] = cur if t < full else np.where(t < lengths, cur, 0)
     return tags, best_score
 
 
