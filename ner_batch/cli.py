@@ -158,8 +158,8 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
               help="Worker processes, each with its own ONNX Runtime session; CPU threads are split between them.")
 @click.option("--threads", type=int, default=0, help="ONNX Runtime threads per worker [default: cores / workers].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same inputs and settings (OUT.parts/).")
-@click.option("--shard-docs", type=int, default=1000, show_default=True,
-              help="Documents per shard, at most (a shard also stops at ~256K characters); the unit of resume.")
+@click.option("--shard-docs", type=int, default=512, show_default=True,
+              help="Documents per shard, at most (a shard also stops at ~128K characters); the unit of resume and of work per worker.")
 @click.option("--token-budget", type=int, default=8192, show_default=True, help="Padded word pieces per batch, at most.")
 @click.option("--max-batch", type=int, default=32, show_default=True, help="Windows per batch, at most.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Also write the final summary as JSON here.")

@@ -134,8 +134,8 @@ def tag_corpus(
     input_format: str | None = None,
     output_format: str = "jsonl",
     resume: bool = False,
-    shard_docs: int = 1000,
-    shard_chars: int = 1 << 18,
+    shard_docs: int = 512,
+    shard_chars: int = 1 << 17,
     token_budget: int = 8192,
     max_batch: int = 32,
     progress: bool = True,
@@ -154,7 +154,8 @@ def tag_corpus(
     loaded = Bundle.load(bundle)
     workers = max(1, int(workers))
     per_worker_threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    settings = TagSettings(str(loaded.path), variant, device, per_worker_threads, token_budget, max_batch, output_format=output_format)
+    settings = TagSettings(str(loaded.path), variant, device, per_worker_threads, token_budget, max_batch,
+                           output_format=output_format, verify=False)  # verified just above
     loaded.model_path(variant)  # a missing variant fails here, before any work
     work = WorkDir.for_output(out)
     plan = _fingerprint([s for s in sources if s.path != "-"], loaded, settings, shard_docs, shard_chars)
@@ -215,16 +216,27 @@ def _run_workers(settings: TagSettings, work: WorkDir, shards: Iterator[Shard], 
     for p in procs:
         p.start()
     feed_error: list[BaseException] = []
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                tasks.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def feeder() -> None:
         try:
             for shard in shards:
-                tasks.put(shard)
+                if not put(shard):
+                    return
         except BaseException as exc:
             feed_error.append(exc)
         finally:
             for _ in procs:
-                tasks.put(None)
+                put(None)
 
     thread = threading.Thread(target=feeder, name="feeder", daemon=True)
     thread.start()
@@ -250,12 +262,16 @@ def _run_workers(settings: TagSettings, work: WorkDir, shards: Iterator[Shard], 
             else:
                 raise RuntimeError(f"a worker failed:\n{payload}")
     finally:
-        for p in procs:
-            if p.is_alive() and exited < len(procs):
-                p.terminate()
+        stop.set()
+        if exited < len(procs):  # failure or interrupt: do not wait on queues nobody reads
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            tasks.cancel_join_thread()
+            results.cancel_join_thread()
         for p in procs:
             p.join(timeout=10)
-        thread.join(timeout=1)
+        thread.join(timeout=2)
     if feed_error:
         raise feed_error[0]
     return device

@@ -26,7 +26,7 @@ class Shard:
     docs: list[Document]
 
 
-def plan_shards(docs: Iterable[Document], max_docs: int = 1000, max_chars: int = 1 << 18) -> Iterator[Shard]:
+def plan_shards(docs: Iterable[Document], max_docs: int = 512, max_chars: int = 1 << 17) -> Iterator[Shard]:
     """Consecutive documents, at most ``max_docs`` and about ``max_chars`` characters a shard.
 
     Deterministic for the same input, so a resumed run cuts the same shards.

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..encoding import Batch, Window
 from ..runtime.batching import plan_batches, stitch
+from ..runtime.bundle import Bundle
 from ..runtime.tagger import Tagger, WordTags
 from .inputs import Document
 from .records import error_record, record, to_conll, to_jsonl
@@ -40,6 +41,7 @@ class TagSettings:
     max_batch: int = 32
     output_format: str = "jsonl"
     max_words: int = MAX_WORDS
+    verify: bool = True  # check the bundle's checksums (the parent process did it already for workers)
 
 
 @dataclasses.dataclass
@@ -85,7 +87,8 @@ def _pretokenized(sentences: list[list[str]]) -> tuple[str, list[list[Span]]]:
 class ShardTagger:
     def __init__(self, settings: TagSettings, say: Callable[[str], None] | None = None):
         self.settings = settings
-        self.tagger = Tagger(settings.bundle, settings.variant, settings.device, settings.threads,
+        bundle = Bundle.load(settings.bundle, verify=settings.verify)
+        self.tagger = Tagger(bundle, settings.variant, settings.device, settings.threads,
                              token_budget=settings.token_budget, max_batch=settings.max_batch, say=say)
 
     def prepare(self, shard: Shard) -> Prepared:
@@ -157,15 +160,25 @@ class ShardTagger:
 
 
 def run_shards(tagger: ShardTagger, shards: Iterable[Shard], work_dir, on_done: Callable[[dict[str, Any]], None]) -> None:
-    """Prepare shards on a background thread, infer and write each on this one."""
-    ready: queue.Queue = queue.Queue(maxsize=2)
+    """Prepare the next shard on a background thread while this one infers and writes.
+
+    At most one shard is prepared ahead: a worker holds two shards at a time, so that
+    several workers sharing one task queue stay balanced and memory stays bounded.
+    """
+    ready: queue.Queue = queue.Queue()
+    slot = threading.Semaphore(1)  # one prepared shard ahead, no more
     stop = threading.Event()
     failure: list[BaseException] = []
 
     def producer() -> None:
         try:
-            for shard in shards:
+            it = iter(shards)
+            while True:
+                slot.acquire()
                 if stop.is_set():
+                    break
+                shard = next(it, None)
+                if shard is None:
                     break
                 ready.put(tagger.prepare(shard))
         except BaseException as exc:  # re-raised on the consuming side
@@ -178,6 +191,7 @@ def run_shards(tagger: ShardTagger, shards: Iterable[Shard], work_dir, on_done: 
     try:
         while True:
             prep = ready.get()
+            slot.release()
             if prep is None:
                 break
             text, stats = tagger.infer(prep)
@@ -185,12 +199,8 @@ def run_shards(tagger: ShardTagger, shards: Iterable[Shard], work_dir, on_done: 
             on_done(stats)
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                ready.get_nowait()
-            except queue.Empty:
-                pass
-            thread.join(timeout=0.05)
+        slot.release()
+        thread.join(timeout=5)
     if failure:
         raise failure[0]
 

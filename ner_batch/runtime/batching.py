@@ -13,19 +13,30 @@ from typing import Callable, Iterator, Sequence
 from ..encoding import Batch, Window, WordEncoder
 
 
-def plan_batches(windows: Sequence[Window], token_budget: int = 8192, max_batch: int = 32) -> Iterator[list[int]]:
-    """Indices of ``windows`` grouped into batches of similar length (longest first)."""
+def plan_batches(
+    windows: Sequence[Window], token_budget: int = 8192, max_batch: int = 32, max_padding: float = 0.05, min_batch: int = 8
+) -> Iterator[list[int]]:
+    """Indices of ``windows`` grouped into batches of similar length (longest first).
+
+    A batch closes when the next window would exceed ``token_budget`` padded tokens or
+    ``max_batch`` windows, or, once it holds ``min_batch`` windows, would push its share of
+    padding above ``max_padding``.
+    """
     order = sorted(range(len(windows)), key=lambda i: (-windows[i].n_tokens, i))
     batch: list[int] = []
-    longest = 0
+    width = real = 0
     for i in order:
         n = windows[i].n_tokens
-        width = max(longest, n)
-        if batch and (width * (len(batch) + 1) > token_budget or len(batch) >= max_batch):
-            yield batch
-            batch, width = [], n
+        if batch:
+            size = width * (len(batch) + 1)
+            too_padded = len(batch) >= min_batch and 1 - (real + n) / size > max_padding
+            if size > token_budget or len(batch) >= max_batch or too_padded:
+                yield batch
+                batch, real = [], 0
+        if not batch:
+            width = n  # sorted longest first: the first window sets the width
         batch.append(i)
-        longest = width
+        real += n
     if batch:
         yield batch
 
