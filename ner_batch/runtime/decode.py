@@ -117,17 +117,23 @@ def forward_backward(
     a = first[None, :] * e[:, 0]  # shape: (B, L)
     scale[:, 0] = a.sum(axis=1)
     alpha[:, 0] = a / scale[:, 0, None]
+    full = int(lengths.min())  # steps every sequence still takes: no masking needed there
     for t in range(1, w):
         a = (alpha[:, t - 1] @ trans) * e[:, t]  # shape: (B, L)
-        c = np.where(valid[:, t], a.sum(axis=1), 1.0)  # shape: (B,)
-        alpha[:, t] = np.where(valid[:, t, None], a / c[:, None], alpha[:, t - 1])
+        c = a.sum(axis=1)  # shape: (B,)
+        if t < full:
+            alpha[:, t] = a / c[:, None]
+        else:
+            c = np.where(valid[:, t], c, 1.0)
+            alpha[:, t] = np.where(valid[:, t, None], a / c[:, None], alpha[:, t - 1])
         scale[:, t] = c
 
     beta = np.empty((b, w, n_labels))  # shape: (B, W, L), scaled like alpha
     beta[:, w - 1] = last[None, :]
+    trans_t = np.ascontiguousarray(trans.T)  # shape: (L_to, L_from)
     for t in range(w - 2, -1, -1):
-        nb = ((e[:, t + 1] * beta[:, t + 1]) @ trans.T) / scale[:, t + 1, None]  # shape: (B, L)
-        beta[:, t] = np.where((t < lengths - 1)[:, None], nb, last[None, :])
+        nb = ((e[:, t + 1] * beta[:, t + 1]) @ trans_t) / scale[:, t + 1, None]  # shape: (B, L)
+        beta[:, t] = nb if t < full - 1 else np.where((t < lengths - 1)[:, None], nb, last[None, :])
 
     rows = np.arange(b)
     z = (alpha[rows, lengths - 1] * last[None, :]).sum(axis=1)  # shape: (B,)
