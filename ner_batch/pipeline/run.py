@@ -18,8 +18,6 @@ from .inputs import Source, count_documents, discover, read_documents
 from .shards import ResumeError, Shard, WorkDir, plan_shards  # noqa: F401 (ResumeError re-exported)
 from .worker import ShardTagger, TagSettings, run_shards, worker_main
 
-COUNTS = ("documents", "errors", "sentences", "words", "word_pieces", "entities", "padded_positions", "positions", "windows")
-TIMERS = ("seconds_prepare", "seconds_model", "seconds_decode", "seconds_records")
 
 
 class OutputError(RuntimeError):
@@ -28,6 +26,7 @@ class OutputError(RuntimeError):
 
 @dataclasses.dataclass
 class Summary:
+    # Summed over shards (the keys of a worker's per-shard stats):
     documents: int = 0
     errors: int = 0
     sentences: int = 0
@@ -41,6 +40,7 @@ class Summary:
     seconds_model: float = 0.0
     seconds_decode: float = 0.0
     seconds_records: float = 0.0
+    # About the run as a whole:
     shards: int = 0
     resumed_shards: int = 0
     seconds: float = 0.0
@@ -50,10 +50,11 @@ class Summary:
     output: str = ""
 
     def add(self, stats: dict[str, Any]) -> None:
-        for k in COUNTS:
-            setattr(self, k, getattr(self, k) + int(stats.get(k, 0)))
-        for k in TIMERS:
-            setattr(self, k, getattr(self, k) + float(stats.get(k, 0.0)))
+        """Add one shard's stats (the fields before ``shards``)."""
+        for f in dataclasses.fields(self):
+            if f.name == "shards":
+                break
+            setattr(self, f.name, getattr(self, f.name) + stats.get(f.name, 0))
 
     @property
     def padding_ratio(self) -> float:
@@ -69,8 +70,9 @@ class Summary:
             "word_pieces_per_s": round(self.word_pieces / s, 1),
             "padding_ratio": round(self.padding_ratio, 4),
         })
-        for k in TIMERS:
-            d[k] = round(getattr(self, k), 3)
+        for k, v in d.items():
+            if k.startswith("seconds_"):
+                d[k] = round(v, 3)
         return d
 
     def table(self) -> str:
