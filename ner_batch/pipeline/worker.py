@@ -232,8 +232,3 @@ def worker_main(settings: TagSettings, work_dir_path: str, tasks, results) -> No
     except BaseException:
         results.put(("error", traceback.format_exc()))
 
-
-def padding_ratio(stats: dict[str, Any]) -> float:
-    return float(stats["padded_positions"]) / max(1, stats["positions"])
-
-

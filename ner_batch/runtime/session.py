@@ -8,7 +8,6 @@ found. On CUDA, inputs and outputs go through I/O binding.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -120,6 +119,3 @@ class EmissionModel:
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-
-def default_threads() -> int:
-    return os.cpu_count() or 1

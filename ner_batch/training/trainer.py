@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..data.conll import ReadReport, Sentence, label_list
+from ..data.conll import Sentence, label_list
 from ..data.dnrti import data_dir, load_split, unseen_mask
 from ..encoding import Batch, Window, WordEncoder
 from ..evaluation import score
