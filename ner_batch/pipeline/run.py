@@ -174,6 +174,7 @@ def tag_corpus(
     total = count_documents(sources)
     bar = tqdm(total=total, unit="doc", desc="tagging", disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     n_shards = [0]
+    fresh_words = [0]  # words tagged by this run (not the resumed shards), for the rate shown
     lock = threading.Lock()
 
     def todo() -> Iterator[Shard]:
@@ -189,9 +190,10 @@ def tag_corpus(
         work.mark_done(stats)
         with lock:
             summary.add(stats)
+            fresh_words[0] += stats["words"]
             bar.update(stats["documents"])
             elapsed = time.perf_counter() - started
-            bar.set_postfix_str(f"{summary.words / max(elapsed, 1e-9):,.0f} words/s, {summary.entities:,} entities", refresh=False)
+            bar.set_postfix_str(f"{fresh_words[0] / max(elapsed, 1e-9):,.0f} words/s, {summary.entities:,} entities", refresh=False)
 
     try:
         if tagger is not None:
