@@ -152,8 +152,10 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
 @click.option("--output-format", type=click.Choice(["jsonl", "conll"]), default="jsonl", show_default=True,
               help="jsonl: one record per document with character offsets; conll: word, label, score per line.")
 @click.option("--variant", type=click.Choice(["fp32", "opt", "int8", "fp16"]), default="opt", show_default=True,
-              help="Bundle model: fp32, graph-optimized fp32, dynamic int8, or fp16 (for CUDA).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+              help="Bundle model: fp32, graph-optimized fp32, dynamic int8 (about 2.3x faster on a VNNI CPU; "
+                   "test F1 within 0.2 here, see the bundle's manifest), or fp16 (for CUDA).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when ONNX Runtime can start it, else CPU (said once); cuda: fail if it cannot.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Worker processes, each with its own ONNX Runtime session; CPU threads are split between them.")
 @click.option("--threads", type=int, default=0, help="ONNX Runtime threads per worker [default: cores / workers].")
