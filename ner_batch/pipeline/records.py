@@ -8,8 +8,7 @@ from typing import Any, Sequence
 
 from ..runtime.tagger import WordTags
 from .inputs import Document
-
-Span = tuple[int, int]
+from .segment import Span
 
 
 def record(doc: Document, sentences: Sequence[Sequence[Span]], tags: Sequence[WordTags], text: str, n_pieces: int) -> dict[str, Any]:

@@ -18,15 +18,13 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from ..encoding import Batch, Window
-from ..runtime.batching import plan_batches, stitch
+from ..runtime.batching import plan_batches
 from ..runtime.bundle import Bundle
-from ..runtime.tagger import Tagger, WordTags
+from ..runtime.tagger import Tagger
 from .inputs import Document
 from .records import error_record, record, to_conll, to_jsonl
-from .segment import MAX_WORDS, split_document
+from .segment import MAX_WORDS, Span, split_document
 from .shards import Shard, write_atomic
-
-Span = tuple[int, int]
 
 
 @dataclasses.dataclass
@@ -133,10 +131,7 @@ class ShardTagger:
         sentence_pieces = np.zeros(prep.n_sentences + 1, dtype=np.int64)  # shape: (S + 1,)
         for w in prep.windows:
             sentence_pieces[w.sentence] += w.n_tokens
-        labels = self.tagger.labels
-        ids = stitch(prep.windows, [r[0] for r in results], prep.n_sentences)
-        scores = stitch(prep.windows, [r[1] for r in results], prep.n_sentences)
-        tags = [WordTags([labels[i] for i in t], s) for t, s in zip(ids, scores)]
+        tags = self.tagger.word_tags(prep.windows, results, prep.n_sentences)
         out: list[str] = []
         stats = {"shard": prep.shard.index, "documents": len(prep.parts), "errors": 0, "sentences": 0, "words": 0,
                  "word_pieces": int(sum(w.n_tokens for w in prep.windows)), "entities": 0,

@@ -87,7 +87,10 @@ class Tagger:
     def tag_words(self, sentences: Sequence[Sequence[str]]) -> list[WordTags]:
         """Labels and confidences for pre-split sentences (windows stitched back)."""
         windows = self.encoder.windows(sentences)
-        results = self.tag_windows(windows)
-        ids = stitch(windows, [r[0] for r in results], len(sentences))
-        scores = stitch(windows, [r[1] for r in results], len(sentences))
+        return self.word_tags(windows, self.tag_windows(windows), len(sentences))
+
+    def word_tags(self, windows: Sequence[Window], results: Sequence[tuple[list[int], list[float]]], n_sentences: int) -> list[WordTags]:
+        """Per-window (label ids, confidences) stitched back into one WordTags per sentence."""
+        ids = stitch(windows, [r[0] for r in results], n_sentences)
+        scores = stitch(windows, [r[1] for r in results], n_sentences)
         return [WordTags([self.labels[i] for i in t], s) for t, s in zip(ids, scores)]
