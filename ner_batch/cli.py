@@ -52,6 +52,11 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--seed", type=int, default=13, show_default=True)
 @click.option("--limit-train", type=int, default=0, help="Train on the first N sentences only (quick runs).")
 @click.option("--patience", type=int, default=0, help="Stop after N epochs without a better valid F1 (0: never).")
+@click.option("--context-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of training windows cut across consecutive sentences at any word (as long documents are "
+                   "tagged); the rest are single sentences.")
+@click.option("--batch-tokens", type=click.IntRange(0), default=0, show_default=True,
+              help="Cap on padded word pieces per training batch (0: --batch-size windows whatever their length).")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def train(out_dir, data, threads, bidirectional, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid F1 in OUT/best.

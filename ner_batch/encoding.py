@@ -122,23 +122,31 @@ class WordEncoder:
         start = 0
         n = len(pieces)
         while start < n:
-            ids = list(self.prefix)
-            index: list[int] = []
-            end = start
-            while end < n:
-                p = pieces[end]
-                if len(ids) - len(self.prefix) + len(p) > self.budget:
-                    if end == start:  # one word longer than a window: keep its first pieces
-                        p = p[: self.budget]
-                    else:
-                        break
-                index.append(len(ids))
-                ids.extend(p)
-                end += 1
-            ids.extend(self.suffix)
-            windows.append(Window(sentence, start, end, ids, index))
-            start = end
+            window = self.window(sentence, start, pieces, self.budget)
+            windows.append(window)
+            start = window.word_end
         return windows
+
+    def window(self, sentence: int, start: int, pieces: Sequence[Sequence[int]], limit: int, stop: int | None = None) -> Window:
+        """The window of whole words ``pieces[start:stop]`` from ``start`` on, holding at most
+        ``limit`` word pieces (``<= budget``) and at least one word (cut to its first pieces
+        if it alone is longer than the budget)."""
+        limit = min(limit, self.budget)
+        stop = len(pieces) if stop is None else stop
+        ids = list(self.prefix)
+        index: list[int] = []
+        end = start
+        while end < stop:
+            p = pieces[end]
+            if len(ids) - len(self.prefix) + len(p) > limit:
+                if end != start:
+                    break
+                p = p[: self.budget]  # one word longer than a window: keep its first pieces
+            index.append(len(ids))
+            ids.extend(p)
+            end += 1
+        ids.extend(self.suffix)
+        return Window(sentence, start, end, ids, index)
 
     def collate(self, windows: Sequence[Window]) -> Batch:
         """Pad windows into a :class:`Batch` (right padding)."""

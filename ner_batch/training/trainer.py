@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +49,8 @@ class TrainSettings:
     seed: int = 13
     limit_train: int = 0  # use only the first N training sentences (0 = all); for quick runs
     patience: int = 0  # stop after N epochs without a better valid F1 (0 = never)
+    context_share: float = 0.0  # share of training windows cut across consecutive sentences (see context_examples)
+    batch_tokens: int = 0  # cap on padded word pieces per batch (0 = batch_size windows, whatever their length)
 
 
 @dataclasses.dataclass
@@ -70,19 +71,61 @@ def make_examples(encoder: WordEncoder, sentences: Sequence[Sentence], label2id:
     return [Example(w, [label2id[t] for t in sentences[w.sentence].labels[w.word_start : w.word_end]]) for w in windows]
 
 
-def bucketed_batches(examples: Sequence[Example], batch_size: int, rng: random.Random, pool: int = 50) -> Iterator[list[Example]]:
+class WordStream:
+    """The training sentences as one stream of words in file order (DNRTI keeps a report's
+    sentences together), with each word's pieces, label id and the end of its sentence."""
+
+    def __init__(self, encoder: WordEncoder, sentences: Sequence[Sentence], label2id: dict[str, int]):
+        self.encoder = encoder
+        self.pieces = [p for sent in encoder.word_pieces([s.tokens for s in sentences]) for p in sent]
+        self.tags = [label2id[t] for s in sentences for t in s.labels]
+        self.sentence_end: list[int] = []
+        for s in sentences:
+            self.sentence_end.extend([len(self.sentence_end) + len(s.tokens)] * len(s.tokens))
+
+    def examples(self, rng: random.Random, context_share: float, min_pieces: int = 32) -> list[Example]:
+        """One epoch of windows covering every word once, as the runtime will see them.
+
+        From the current word on, with probability ``context_share`` the next window holds
+        ``min_pieces``..``budget`` word pieces (uniform) of consecutive sentences, cut at any
+        word, so it starts and ends inside sentences as the runtime's overlapping windows of a
+        long sentence or a whole pre-tokenized document do; otherwise it holds the rest of the
+        current sentence (the whole sentence, or the part after a cut), as one-sentence
+        inputs do. With ``context_share=0`` this is exactly one window per sentence.
+        """
+        enc, out, pos, n = self.encoder, [], 0, len(self.pieces)
+        while pos < n:
+            if context_share > 0 and rng.random() < context_share:
+                w = enc.window(len(out), pos, self.pieces, rng.randint(min(min_pieces, enc.budget), enc.budget))
+            else:
+                w = enc.window(len(out), pos, self.pieces, enc.budget, stop=self.sentence_end[pos])
+            out.append(Example(w, self.tags[w.word_start : w.word_end]))
+            pos = w.word_end
+        return out
+
+
+def bucketed_batches(examples: Sequence[Example], batch_size: int, rng: random.Random, pool: int = 50,
+                     max_tokens: int = 0) -> list[list[Example]]:
     """Shuffled batches of similar length: shuffle, sort within pools of ``pool`` batches,
-    cut, and shuffle the batches."""
+    cut (at ``batch_size`` windows, or earlier where ``max_tokens`` padded pieces would be
+    exceeded), and shuffle the batches."""
     order = list(range(len(examples)))
     rng.shuffle(order)
     batches: list[list[int]] = []
     step = batch_size * pool
     for i in range(0, len(order), step):
         chunk = sorted(order[i : i + step], key=lambda j: examples[j].window.n_tokens)
-        batches.extend(chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size))
+        cur: list[int] = []
+        for j in chunk:  # ascending length: the window being added sets the batch's width
+            width = examples[j].window.n_tokens
+            if cur and (len(cur) >= batch_size or (max_tokens and width * (len(cur) + 1) > max_tokens)):
+                batches.append(cur)
+                cur = []
+            cur.append(j)
+        if cur:
+            batches.append(cur)
     rng.shuffle(batches)
-    for b in batches:
-        yield [examples[j] for j in b]
+    return [[examples[j] for j in b] for b in batches]
 
 
 def to_torch(batch: Batch) -> dict[str, torch.Tensor]:
@@ -221,13 +264,17 @@ def train(
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
     encoder = WordEncoder(tokenizer.backend_tokenizer, model.config.max_length)
 
-    train_ex = make_examples(encoder, train_s, label2id)
+    stream = WordStream(encoder, train_s, label2id)
     valid_ex = make_examples(encoder, valid_s, label2id)
-    steps_per_epoch = math.ceil(len(train_ex) / settings.batch_size)
-    opt, sched = build_optimizer(model, settings, steps_per_epoch * settings.epochs)
     rng = random.Random(settings.seed)
-    say(f"training {settings.head} on {len(train_s)} sentences ({len(train_ex)} windows), {settings.epochs} epochs, "
-        f"{steps_per_epoch} steps/epoch, backbone {model.config.backbone}")
+    plan = []  # every epoch's batches, drawn up front so that the schedule knows the step count
+    for _ in range(settings.epochs):
+        epoch_ex = stream.examples(rng, settings.context_share)
+        plan.append((len(epoch_ex), bucketed_batches(epoch_ex, settings.batch_size, rng, max_tokens=settings.batch_tokens)))
+    total_steps = sum(len(b) for _, b in plan)
+    opt, sched = build_optimizer(model, settings, total_steps)
+    say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
+        f"context share {settings.context_share}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}")
 
     history: list[dict[str, Any]] = []
     best_f1, best_epoch, stale = -1.0, 0, 0
@@ -236,8 +283,7 @@ def train(
         model.train()
         t0 = time.time()
         total, seen = 0.0, 0
-        bar = tqdm(bucketed_batches(train_ex, settings.batch_size, rng), total=steps_per_epoch,
-                   desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, leave=False)
+        bar = tqdm(plan[epoch - 1][1], desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, leave=False)
         for chunk in bar:
             batch = encoder.collate([e.window for e in chunk])
             loss = model.loss(to_torch(batch), tag_tensor(chunk, batch.word_mask.shape[1]))
