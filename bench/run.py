@@ -239,7 +239,7 @@ class Bench:
         import torch
         from torchcrf import CRF
 
-        from ner_batch.runtime.decode import forward_backward, viterbi
+        from ner_batch.decode import forward_backward, viterbi
 
         torch.set_num_threads(os.cpu_count() or 1)
         rng = np.random.default_rng(0)
@@ -266,7 +266,7 @@ class Bench:
     def roofline(self, data: Data, bundle: Path) -> None:
         import onnx
 
-        from ner_batch.runtime.batching import plan_batches
+        from ner_batch.batching import plan_batches
         from ner_batch.runtime.tagger import Tagger
 
         code = ("import numpy as np, time, json\n"
@@ -296,7 +296,7 @@ class Bench:
             hidden = next((t.dims[1] for t in graph.graph.initializer if "word_embeddings" in t.name and len(t.dims) == 2), 384)
             per_token = flops + n_layers * 4 * mean_t * hidden  # weights + attention scores
             roof = gflops * 1e9 / per_token
-            t = timed(lambda: [tagger.emissions(b) for b in batches], repeats=self.args.repeats)
+            t = timed(lambda: [tagger.emit(b) for b in batches], repeats=self.args.repeats)
             got = real / t["median_s"]
             self.rows.append({"section": "roofline", "system": f"ner-batch {variant} encoder (softmax bundle)",
                               "matmul_gflops": round(gflops, 1), "mflops_per_token": round(per_token / 1e6, 2),

@@ -4,9 +4,11 @@ Torch-free (uses the ``tokenizers`` library only), so the tagger and the trainer
 exactly the same input ids and the same first-sub-word positions.
 
 A *window* is a run of whole words whose word pieces, plus the tokenizer's special
-tokens, fit in ``max_length``. A sentence longer than that is split into several
-windows at word boundaries: no word is ever dropped. A single word with more pieces
-than fit in a window keeps its first pieces (only the first one is labelled).
+tokens, fit in ``max_length``. A sentence longer than that is covered by overlapping
+windows (consecutive ones share about ``overlap`` word pieces), and each word *belongs* to
+the window where it sits farthest from an edge, so every word's emission is computed with
+context on both sides: no word is ever dropped and no window border shows. A single word
+with more pieces than fit in a window keeps its first pieces (only the first one is labelled).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ class Window:
     word_end: int
     input_ids: list[int]
     word_index: list[int]  # position of each word's first piece in input_ids
+    own_start: int = -1  # words [own_start, own_end) take their emissions from this window
+    own_end: int = -1
+
+    def __post_init__(self) -> None:
+        if self.own_start < 0:
+            self.own_start, self.own_end = self.word_start, self.word_end
 
     @property
     def n_words(self) -> int:
@@ -68,7 +76,7 @@ class Batch:
 class WordEncoder:
     """Turns pre-split words into windows of word-piece ids with first-piece positions."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 256):
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 256, overlap: int | None = None):
         self.pad_id = _pad_id(tokenizer)
         tokenizer = Tokenizer.from_str(tokenizer.to_str())  # private copy: no padding, no truncation
         tokenizer.no_padding()
@@ -84,6 +92,11 @@ class WordEncoder:
         if self.budget < 1:
             raise ValueError(f"max_length {max_length} leaves no room for words after special tokens")
         self.unk_id = _special_id(tokenizer, ("[UNK]", "<unk>"), default=0)
+        # Word pieces shared by consecutive windows of a long sentence: a word near a border
+        # keeps at least about overlap / 2 pieces of context on its short side.
+        self.overlap = self.budget // 4 if overlap is None else int(overlap)
+        if not 0 <= self.overlap <= self.budget // 2:
+            raise ValueError(f"expected an overlap of 0..{self.budget // 2} word pieces (half a window), got {overlap}")
 
     @classmethod
     def from_dir(cls, directory: str | Path, max_length: int = 256) -> "WordEncoder":
@@ -117,14 +130,31 @@ class WordEncoder:
         return result
 
     def split(self, sentence: int, pieces: Sequence[Sequence[int]]) -> list[Window]:
-        """Split one sentence's word pieces into windows at word boundaries."""
+        """Cover one sentence's words with overlapping windows, and say which window each word
+        belongs to.
+
+        Each window is filled with whole words up to the budget; the next one starts so that
+        it repeats the last ``overlap`` word pieces (whole words, at least one word of
+        progress). A word belongs to the window where its distance to the nearest window
+        edge, in word pieces, is largest (the sentence's own ends are no edges; ties go to
+        the earlier window), so owned ranges are contiguous and split each overlap near
+        its middle.
+        """
+        n = len(pieces)
         windows: list[Window] = []
         start = 0
-        n = len(pieces)
         while start < n:
-            window = self.window(sentence, start, pieces, self.budget)
-            windows.append(window)
-            start = window.word_end
+            w = self.window(sentence, start, pieces, self.budget)
+            windows.append(w)
+            if w.word_end >= n:
+                break
+            nxt, shared = w.word_end, 0
+            while nxt - 1 > w.word_start and shared + min(len(pieces[nxt - 1]), self.budget) <= self.overlap:
+                nxt -= 1
+                shared += min(len(pieces[nxt]), self.budget)
+            start = nxt
+        if len(windows) > 1:
+            _assign_owners(windows, n, len(self.prefix), len(self.suffix))
         return windows
 
     def window(self, sentence: int, start: int, pieces: Sequence[Sequence[int]], limit: int, stop: int | None = None) -> Window:
@@ -163,6 +193,32 @@ class WordEncoder:
             word_index[i, : w.n_words] = w.word_index
             word_mask[i, : w.n_words] = 1
         return Batch(input_ids, attention, word_index, word_mask, list(windows))
+
+
+def _assign_owners(windows: Sequence[Window], n: int, n_prefix: int, n_suffix: int) -> None:
+    """Set each window's owned word range: every word goes to the window where it is farthest
+    (in word pieces) from an edge that is not an end of the sentence."""
+    best = np.full(n, -1.0)  # shape: (n,)
+    owner = np.zeros(n, dtype=np.int64)  # shape: (n,)
+    for k, w in enumerate(windows):
+        first = np.asarray(w.word_index, dtype=np.float64) - n_prefix  # shape: (n_words,)
+        content = w.n_tokens - n_prefix - n_suffix
+        after = content - np.append(first[1:], content)  # pieces after each word, in this window
+        left = np.full_like(first, np.inf) if w.word_start == 0 else first
+        right = np.full_like(after, np.inf) if w.word_end == n else after
+        dist = np.minimum(left, right)
+        span = slice(w.word_start, w.word_end)
+        better = dist > best[span]
+        best[span] = np.where(better, dist, best[span])
+        owner[span] = np.where(better, k, owner[span])
+    for k, w in enumerate(windows):
+        own = np.flatnonzero(owner == k)
+        if len(own) == 0:  # a window that only repeats words others hold better (very long words)
+            w.own_start = w.own_end = w.word_start
+            continue
+        w.own_start, w.own_end = int(own[0]), int(own[-1]) + 1
+        if w.own_end - w.own_start != len(own):
+            raise AssertionError(f"window {k} of a sentence owns non-contiguous words {own.tolist()}")
 
 
 def _find(haystack: list[int], needle: list[int]) -> int:

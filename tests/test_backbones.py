@@ -62,4 +62,4 @@ def test_distilbert_encoder_exports_with_parity(tmp_path, tokenizer, word_encode
     with torch.no_grad():
         ref = model(**{k: torch.from_numpy(v) for k, v in batch.inputs().items()}).numpy()
     mask = batch.word_mask.astype(bool)
-    np.testing.assert_allclose(tagger.emissions(batch)[mask], ref[mask], atol=1e-4)
+    np.testing.assert_allclose(tagger.emit(batch)[mask], ref[mask], atol=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from ner_batch.encoding import Window
-from ner_batch.runtime.batching import plan_batches, stitch
+from ner_batch.batching import plan_batches
 
 
 def _windows(lengths):
@@ -28,8 +28,3 @@ def test_every_window_once_within_budget_and_cap():
 def test_a_window_longer_than_the_budget_gets_a_batch_of_its_own():
     batches = list(plan_batches(_windows([50, 600, 40]), token_budget=512, max_batch=8))
     assert batches[0] == [1]
-
-
-def test_stitch_restores_sentence_order():
-    ws = [Window(1, 0, 2, [], [0, 1]), Window(0, 0, 1, [], [0]), Window(1, 2, 3, [], [0])]
-    assert stitch(ws, [["a", "b"], ["x"], ["c"]], 2) == [["x"], ["a", "b", "c"]]

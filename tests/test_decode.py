@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ner_batch.labels import allowed_transitions, bio_spans
-from ner_batch.runtime.decode import bio_constraints, constrained_decode, forward_backward, viterbi
+from ner_batch.decode import bio_constraints, constrained_decode, forward_backward, viterbi
 
 LABELS = ["O", "B-A", "I-A", "B-B", "I-B"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ner_batch.encoding import WordEncoder
 
@@ -16,15 +17,34 @@ def test_special_tokens_and_first_pieces(word_encoder):
     assert w.n_tokens == 2 + sum(len(p) for p in pieces)
 
 
-def test_long_sentence_is_split_at_word_boundaries_losing_no_word(tokenizer):
-    enc = WordEncoder(tokenizer.backend_tokenizer, max_length=16)
-    words = [f"malware{i}" for i in range(40)]  # several pieces each
+def test_long_sentence_gets_overlapping_windows_whose_owned_words_partition_it(tokenizer):
+    enc = WordEncoder(tokenizer.backend_tokenizer, max_length=24, overlap=8)
+    words = [f"malware{i}" for i in range(60)]  # several pieces each
     windows = enc.windows([words])
-    assert len(windows) > 1
-    assert all(w.n_tokens <= 16 for w in windows)
-    covered = [i for w in windows for i in range(w.word_start, w.word_end)]
-    assert covered == list(range(40))
-    assert sum(len(w.word_index) for w in windows) == 40
+    assert len(windows) > 2
+    assert all(w.n_tokens <= 24 for w in windows)
+    owned = [i for w in windows for i in range(w.own_start, w.own_end)]
+    assert owned == list(range(60))  # every word exactly once, in order
+    for a, b in zip(windows, windows[1:]):
+        assert b.word_start < a.word_end  # consecutive windows share words
+        assert a.word_start <= a.own_start <= a.own_end <= a.word_end
+    pieces = [len(p) for p in enc.word_pieces([words])[0]]
+    for w in windows:  # an owned word has context on both sides, except at the sentence's ends
+        for j in range(w.own_start, w.own_end):
+            left = sum(pieces[w.word_start : j])
+            right = sum(pieces[j + 1 : w.word_end])
+            assert (left >= 3 or w.word_start == 0) and (right >= 3 or w.word_end == 60), (j, left, right)
+
+
+def test_overlap_is_checked(tokenizer):
+    with pytest.raises(ValueError, match="expected an overlap of 0..11 word pieces"):
+        WordEncoder(tokenizer.backend_tokenizer, max_length=24, overlap=12)
+
+
+def test_without_overlap_windows_tile_the_sentence(tokenizer):
+    enc = WordEncoder(tokenizer.backend_tokenizer, max_length=16, overlap=0)
+    windows = enc.windows([[f"malware{i}" for i in range(40)]])
+    assert [i for w in windows for i in range(w.word_start, w.word_end)] == list(range(40))
 
 
 def test_word_longer_than_a_window_keeps_its_first_pieces(tokenizer):

@@ -34,7 +34,7 @@ def test_bundle_matches_pytorch_at_other_shapes(head, variant, tiny_bundles, wor
             batch = tagger.encoder.collate(windows[start : start + size])
             with torch.no_grad():
                 ref = model(**to_torch(batch)).numpy()
-            got = tagger.emissions(batch)
+            got = tagger.emit(batch)
             mask = batch.word_mask.astype(bool)
             np.testing.assert_allclose(got[mask], ref[mask], atol=1e-4, rtol=1e-4)
     # Same labels as the PyTorch model's own decoding.

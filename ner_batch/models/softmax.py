@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runtime.decode import constrained_decode
+from ..decode import constrained_decode
 
 
 class SoftmaxHead(nn.Module):

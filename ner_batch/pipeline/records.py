@@ -6,12 +6,12 @@ import collections
 import json
 from typing import Any, Sequence
 
-from ..runtime.tagger import WordTags
+from ..tagging import SentenceTags
 from .inputs import Document
 from .segment import Span
 
 
-def record(doc: Document, sentences: Sequence[Sequence[Span]], tags: Sequence[WordTags], text: str, n_pieces: int) -> dict[str, Any]:
+def record(doc: Document, sentences: Sequence[Sequence[Span]], tags: Sequence[SentenceTags], text: str, n_pieces: int) -> dict[str, Any]:
     """The JSON record of a tagged document.
 
     ``text`` is the document's text (for pre-tokenized input, its words joined by single
@@ -55,7 +55,7 @@ def to_jsonl(rec: dict[str, Any]) -> str:
     return json.dumps(rec, ensure_ascii=False) + "\n"
 
 
-def to_conll(rec: dict[str, Any], words: Sequence[Sequence[str]], tags: Sequence[WordTags]) -> str:
+def to_conll(rec: dict[str, Any], words: Sequence[Sequence[str]], tags: Sequence[SentenceTags]) -> str:
     """A CoNLL block: ``# id = ...`` then ``word<TAB>label<TAB>score`` lines, a blank line per sentence."""
     lines = [f"# id = {rec['id']}"]
     if rec.get("error"):

@@ -106,7 +106,6 @@ def _fingerprint(sources: Sequence[Source], bundle: Bundle, settings: TagSetting
         "bundle": hashlib.sha256((bundle.path / MANIFEST).read_bytes()).hexdigest(),
         "variant": settings.variant,
         "output_format": settings.output_format,
-        "max_words": settings.max_words,
         "shard_docs": shard_docs,
         "shard_chars": shard_chars,
     }

@@ -9,8 +9,9 @@ and every other non-space character is a word of its own.
 Sentences end at ``.``, ``!`` or ``?`` (possibly followed by closing quotes or brackets) when
 whitespace and then an upper-case letter, digit, quote or bracket follow; at blank lines;
 and after a word that is itself a run of ``.!?``. Common abbreviations (``e.g.``, ``Inc.``,
-``U.S.``) do not end a sentence. A sentence that would exceed ``max_words`` words is cut
-there (the model's windowing would split it anyway; this keeps memory bounded).
+``U.S.``) do not end a sentence. Text with no sentence ends (tables, logs, IOC lists) is one
+long sentence: the tagger covers it with overlapping windows and decodes it in overlapping
+segments (see :mod:`ner_batch.tagging`), so no cut shows in the output.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ _CLOSERS = frozenset("\"')]»”’")
 _ABBREV = frozenset(
     "a.k.a e.g i.e etc vs al inc ltd corp co mr mrs ms dr st no fig jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k".split()
 )
-MAX_WORDS = 512
 
 
 def words(text: str, start: int = 0, end: int | None = None) -> list[Span]:
@@ -43,7 +43,7 @@ def _paragraphs(text: str) -> Iterator[Span]:
     yield pos, len(text)
 
 
-def sentences(text: str, max_words: int = MAX_WORDS) -> list[list[Span]]:
+def sentences(text: str) -> list[list[Span]]:
     """Sentences of ``text``, each a list of word spans (empty sentences are skipped)."""
     out: list[list[Span]] = []
     for p_start, p_end in _paragraphs(text):
@@ -51,7 +51,7 @@ def sentences(text: str, max_words: int = MAX_WORDS) -> list[list[Span]]:
         current: list[Span] = []
         for i, (s, e) in enumerate(spans):
             current.append((s, e))
-            if len(current) >= max_words or _ends_sentence(text, spans, i):
+            if _ends_sentence(text, spans, i):
                 out.append(current)
                 current = []
         if current:
@@ -80,7 +80,7 @@ def _ends_sentence(text: str, spans: list[Span], i: int) -> bool:
     return not text[nxt_s].islower()
 
 
-def split_document(text: str, max_words: int = MAX_WORDS) -> tuple[list[list[str]], list[list[Span]]]:
+def split_document(text: str) -> tuple[list[list[str]], list[list[Span]]]:
     """Words and their spans per sentence."""
-    spans = sentences(text, max_words)
+    spans = sentences(text)
     return [[text[s:e] for s, e in sent] for sent in spans], spans

@@ -1,8 +1,9 @@
 """Tagging one shard of documents, and the loop a worker runs over shards.
 
-A shard is prepared (sentence and word splitting, word pieces, length-sorted token-budget
-batches) on a background thread while the previous shard runs through ONNX Runtime, which
-releases the GIL: tokenization overlaps inference. Decoding is NumPy.
+A shard is prepared (sentence and word splitting, then :meth:`SentenceTagger.plan`: word
+pieces, windows, length-sorted token-budget batches) on a background thread while the
+previous shard runs through ONNX Runtime, which releases the GIL: tokenization overlaps
+inference. :meth:`SentenceTagger.run` does the rest, as everywhere else.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import time
 import traceback
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
-
-from ..encoding import Batch, Window
-from ..runtime.batching import plan_batches
+from ..batching import BatchSettings
 from ..runtime.bundle import Bundle
 from ..runtime.tagger import Tagger
+from ..tagging import Plan, TagStats
 from .inputs import Document
 from .records import error_record, record, to_conll, to_jsonl
-from .segment import MAX_WORDS, Span, split_document
+from .segment import Span, split_document
 from .shards import Shard, write_atomic
 
 
@@ -38,8 +37,11 @@ class TagSettings:
     token_budget: int = 8192
     max_batch: int = 32
     output_format: str = "jsonl"
-    max_words: int = MAX_WORDS
     verify: bool = True  # check the bundle's checksums (the parent process did it already for workers)
+
+    @property
+    def batching(self) -> BatchSettings:
+        return BatchSettings(self.token_budget, self.max_batch)
 
 
 @dataclasses.dataclass
@@ -55,9 +57,7 @@ class _DocPart:
 class Prepared:
     shard: Shard
     parts: list[_DocPart]
-    windows: list[Window]
-    batches: list[tuple[list[int], Batch]]
-    n_sentences: int
+    plan: Plan
     seconds: float = 0.0  # spent preparing (on the background thread)
 
 
@@ -86,8 +86,7 @@ class ShardTagger:
     def __init__(self, settings: TagSettings, say: Callable[[str], None] | None = None):
         self.settings = settings
         bundle = Bundle.load(settings.bundle, verify=settings.verify)
-        self.tagger = Tagger(bundle, settings.variant, settings.device, settings.threads,
-                             token_budget=settings.token_budget, max_batch=settings.max_batch, say=say)
+        self.tagger = Tagger(bundle, settings.variant, settings.device, settings.threads, batching=settings.batching, say=say)
 
     def prepare(self, shard: Shard) -> Prepared:
         t0 = time.perf_counter()
@@ -98,7 +97,7 @@ class ShardTagger:
             if doc.error is None:
                 if doc.text is not None:
                     part.text = doc.text
-                    part.words, part.spans = split_document(doc.text, self.settings.max_words)
+                    part.words, part.spans = split_document(doc.text)
                 else:
                     sents = doc.sentences if doc.sentences is not None else [doc.tokens or []]
                     sents = [s for s in sents if s]
@@ -106,42 +105,25 @@ class ShardTagger:
                     part.words = sents
                 all_words.extend(part.words)
             parts.append(part)
-        enc = self.tagger.encoder
-        windows = enc.windows(all_words) if all_words else []
-        batches = [(idx, enc.collate([windows[i] for i in idx]))
-                   for idx in plan_batches(windows, self.settings.token_budget, self.settings.max_batch)]
-        return Prepared(shard, parts, windows, batches, len(all_words), time.perf_counter() - t0)
+        return Prepared(shard, parts, self.tagger.plan(all_words), time.perf_counter() - t0)
 
     def infer(self, prep: Prepared) -> tuple[str, dict[str, Any]]:
         """The shard's output text and its counts."""
-        results: list[Any] = [None] * len(prep.windows)
-        padded = positions = 0
-        t_model = t_decode = 0.0
-        for idx, batch in prep.batches:
-            t0 = time.perf_counter()
-            emissions = self.tagger.emissions(batch)
-            t1 = time.perf_counter()
-            for i, res in zip(idx, self.tagger.decode_batch(emissions, batch)):
-                results[i] = res
-            t_decode += time.perf_counter() - t1
-            t_model += t1 - t0
-            positions += batch.attention_mask.size
-            padded += batch.attention_mask.size - int(batch.attention_mask.sum())
+        cost = TagStats()
+        tags = self.tagger.run(prep.plan, cost)
         t_post = time.perf_counter()
-        sentence_pieces = np.zeros(prep.n_sentences + 1, dtype=np.int64)  # shape: (S + 1,)
-        for w in prep.windows:
-            sentence_pieces[w.sentence] += w.n_tokens
-        tags = self.tagger.word_tags(prep.windows, results, prep.n_sentences)
+        sentence_pieces = prep.plan.pieces_per_sentence()
         out: list[str] = []
         stats = {"shard": prep.shard.index, "documents": len(prep.parts), "errors": 0, "sentences": 0, "words": 0,
-                 "word_pieces": int(sum(w.n_tokens for w in prep.windows)), "entities": 0,
-                 "padded_positions": padded, "positions": positions, "windows": len(prep.windows),
-                 "seconds_prepare": prep.seconds, "seconds_model": t_model, "seconds_decode": t_decode}
+                 "word_pieces": cost.word_pieces, "entities": 0, "padded_positions": cost.padded_positions,
+                 "positions": cost.positions, "windows": cost.windows, "seconds_prepare": prep.seconds,
+                 "seconds_model": cost.seconds_model, "seconds_decode": cost.seconds_decode}
+        conll = self.settings.output_format == "conll"
         for part in prep.parts:
             if part.doc.error is not None:
                 rec = error_record(part.doc)
                 stats["errors"] += 1
-                out.append(to_conll(rec, [], []) if self.settings.output_format == "conll" else to_jsonl(rec))
+                out.append(to_conll(rec, [], []) if conll else to_jsonl(rec))
                 continue
             k0, k1 = part.first_sentence, part.first_sentence + len(part.words)
             doc_tags = tags[k0:k1]
@@ -149,7 +131,7 @@ class ShardTagger:
             stats["sentences"] += rec["counts"]["sentences"]
             stats["words"] += rec["counts"]["words"]
             stats["entities"] += rec["counts"]["entities"]
-            out.append(to_conll(rec, part.words, doc_tags) if self.settings.output_format == "conll" else to_jsonl(rec))
+            out.append(to_conll(rec, part.words, doc_tags) if conll else to_jsonl(rec))
         stats["seconds_records"] = time.perf_counter() - t_post
         return "".join(out), stats
 

@@ -28,7 +28,8 @@ from ..encoding import Batch, Window, WordEncoder
 from ..evaluation import score
 from ..models import TaggerConfig, WordTagger, build_model
 from ..models.backbone import load_tokenizer
-from ..runtime.batching import stitch, tag_windows
+from ..decode import Decoder
+from ..tagging import SentenceTagger
 
 
 @dataclasses.dataclass
@@ -139,13 +140,20 @@ def tag_tensor(examples: Sequence[Example], width: int) -> torch.Tensor:
     return out
 
 
-def predict_tokens(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sequence[str]], token_budget: int = 8192) -> list[list[str]]:
-    """Predicted labels for pre-split sentences with a PyTorch model (length-sorted batches)."""
-    labels = model.config.labels
-    windows = encoder.windows(sentences)
+def sentence_tagger(model: WordTagger, encoder: WordEncoder) -> SentenceTagger:
+    """The runtime's tagging path (windows, stitching, NumPy decoding) over PyTorch emissions."""
     model.eval()
-    per_window = tag_windows(encoder, windows, lambda b: model.predict(to_torch(b)), token_budget=token_budget)
-    return [[labels[i] for i in tags] for tags in stitch(windows, per_window, len(sentences))]
+
+    @torch.no_grad()
+    def emit(batch: Batch) -> np.ndarray:
+        return model(**to_torch(batch)).float().numpy()
+
+    return SentenceTagger(encoder, emit, Decoder(model.config.labels, model.head.decoder_params() or None))
+
+
+def predict_tokens(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Predicted labels for pre-split sentences with a PyTorch model."""
+    return [t.labels for t in sentence_tagger(model, encoder).tag(sentences)]
 
 
 def evaluate_model(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sentence], train: Sequence[Sentence] | None) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Sequence decoding in pure NumPy, vectorized over the batch.
 
+Torch-free, on the ground floor: training (scoring valid), export and the runtime decode
+with these same functions.
+
 Shapes: ``B`` sequences, ``W`` (padded) words, ``L`` labels. Every function takes
 per-sequence ``lengths`` (shape ``(B,)``, each >= 1) instead of a mask, and ignores
 positions at or past a sequence's length.
@@ -10,11 +13,12 @@ Scores follow pytorch-crf's model: the score of tags ``y`` for emissions ``e`` i
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
-from ..labels import allowed_transitions
+from .labels import allowed_transitions
 
 #: Score given to a forbidden transition: finite, so that arithmetic stays NaN-free.
 FORBIDDEN = -1e4
@@ -174,3 +178,126 @@ def constrained_decode(logits: np.ndarray, lengths: np.ndarray, labels: Sequence
     trans, start, end = bio_constraints(labels)
     tags, _ = viterbi(logp, lengths, trans, start, end)
     return tags, np.exp(logp)
+
+
+@dataclasses.dataclass
+class Decoder:
+    """Labels and confidences per word from each sentence's stitched emissions, one decode
+    per sentence: CRF Viterbi + forward-backward marginals (``crf`` given), or the
+    BIO-constrained Viterbi of a softmax tagger and its probabilities (``crf=None``).
+
+    Sentences are decoded together in length-sorted groups of at most ``group_words``
+    padded positions. Every operation is per sequence, so a sentence's labels do not depend
+    on which sentences share its group; marginals may differ in the last float bits.
+
+    A sentence longer than ``max_words`` is decoded in overlapping segments of
+    ``max_words`` words, consecutive ones sharing ``overlap`` words, so that memory stays
+    bounded on a document of any length. Two segments are spliced at a position in their
+    overlap where both decodes give the same labels to two adjacent words (searched from the
+    overlap's middle outwards), so the spliced sequence is a path of both decodes around the
+    splice and no entity is cut there. Far from its ends (``overlap / 2`` words here) a
+    CRF's best path does not depend on the ends in practice; if no such position exists the
+    splice falls back to the overlap's middle (never seen in our tests).
+    """
+
+    labels: Sequence[str]
+    crf: dict[str, np.ndarray] | None = None  # transitions (L, L), start (L,), end (L,)
+    max_words: int = 2048
+    overlap: int = 128
+    group_words: int = 1 << 15
+
+    def __post_init__(self) -> None:
+        self.labels = list(self.labels)
+        if self.crf is not None:
+            self.params = tuple(np.asarray(self.crf[k], dtype=np.float32) for k in ("transitions", "start", "end"))
+        else:
+            self.params = bio_constraints(self.labels)
+        if not 0 < self.overlap < self.max_words:
+            raise ValueError(f"expected 0 < overlap < max_words, got overlap {self.overlap}, max_words {self.max_words}")
+
+    def decode_batch(self, emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(tags (B, W), confidence (B, W))`` from emissions (B, W, L) and lengths (B,)."""
+        if emissions.shape[-1] != len(self.labels):
+            raise ValueError(f"expected emissions over {len(self.labels)} labels, got {emissions.shape[-1]}")
+        trans, start, end = self.params
+        if self.crf is not None:
+            tags, _ = viterbi(emissions, lengths, trans, start, end)
+            probs, _ = forward_backward(emissions, lengths, trans, start, end)
+        else:
+            logp = log_softmax(np.asarray(emissions, dtype=np.float32))  # shape: (B, W, L)
+            tags, _ = viterbi(logp, lengths, trans, start, end)
+            probs = np.exp(logp)
+        conf = np.take_along_axis(probs, tags[..., None], axis=-1)[..., 0]  # shape: (B, W)
+        return tags, conf
+
+    def __call__(self, emissions: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Decode each sentence's ``(n_words, L)`` emissions into ``(tags (n,), confidence (n,))``."""
+        segments: list[tuple[int, int, int]] = []  # (sentence, first word, end word)
+        for k, em in enumerate(emissions):
+            segments.extend((k, a, b) for a, b in segment_bounds(len(em), self.max_words, self.overlap))
+        decoded: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(segments)
+        order = sorted(range(len(segments)), key=lambda i: (segments[i][1] - segments[i][2], i))  # longest first
+        at = 0
+        while at < len(order):
+            width = segments[order[at]][2] - segments[order[at]][1]
+            group = order[at : at + max(1, self.group_words // max(width, 1))]
+            at += len(group)
+            lengths = np.array([segments[i][2] - segments[i][1] for i in group], dtype=np.int64)  # shape: (G,)
+            em = np.zeros((len(group), width, len(self.labels)), dtype=np.float32)  # shape: (G, W, L)
+            for j, i in enumerate(group):
+                k, a, b = segments[i]
+                em[j, : b - a] = emissions[k][a:b]
+            tags, conf = self.decode_batch(em, lengths)
+            for j, i in enumerate(group):
+                decoded[i] = (tags[j, : lengths[j]], conf[j, : lengths[j]])
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        i = 0
+        for em in emissions:
+            n = len(em)
+            if n == 0:
+                out.append((np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)))
+                continue
+            parts = []
+            while i < len(segments) and segments[i][0] == len(out):
+                parts.append((segments[i][1], decoded[i]))
+                i += 1
+            out.append(splice(parts, n))
+        return out
+
+
+def segment_bounds(n: int, max_words: int, overlap: int) -> list[tuple[int, int]]:
+    """``[first, end)`` of the overlapping decode segments of an ``n``-word sentence."""
+    if n <= max_words:
+        return [(0, n)] if n else []
+    step = max_words - overlap
+    bounds = []
+    start = 0
+    while True:
+        end = min(start + max_words, n)
+        bounds.append((start, end))
+        if end == n:
+            return bounds
+        start += step
+
+
+def splice(parts: Sequence[tuple[int, tuple[np.ndarray, np.ndarray]]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Join decoded overlapping segments ``(first word, (tags, conf))`` into one ``n``-word result."""
+    if len(parts) == 1:
+        return parts[0][1]
+    tags = np.zeros(n, dtype=np.int64)  # shape: (n,)
+    conf = np.zeros(n, dtype=np.float32)  # shape: (n,)
+    (a0, (t0, c0)) = parts[0]
+    tags[: len(t0)], conf[: len(c0)] = t0, c0
+    for (a, (ta, _)), (b, (tb, cb)) in zip(parts, parts[1:]):
+        end_a = a + len(ta)  # the overlap is [b, end_a)
+        lo, hi = b + 1, end_a - 1  # splice at c: words < c from a, >= c from b
+        middle = (b + end_a) // 2
+        cut = middle
+        for d in range(hi - lo + 1):
+            c = middle + (d + 1) // 2 * (1 if d % 2 else -1)
+            if lo <= c <= hi and tags[c - 1] == tb[c - 1 - b] and tags[c] == tb[c - b]:
+                cut = c
+                break
+        tags[cut : b + len(tb)] = tb[cut - b :]
+        conf[cut : b + len(tb)] = cb[cut - b :]
+    return tags, conf
