@@ -243,9 +243,9 @@ def export_cmd(run_dir, out_dir, data, no_eval, tolerance) -> None:
     traced one (failing above --tolerance) and scores every variant on DNRTI test.
     """
     from .data.dnrti import data_dir, load_split, unseen_mask
-    from .export.build import ExportCheckError, build_bundle
+    from .export.build import ExportCheckError, build_bundle, calibration_sentences
 
-    check, eval_split = None, None
+    check, calibration, eval_split = None, None, None
     try:
         directory = data_dir(data)
     except FileNotFoundError as exc:
@@ -256,11 +256,12 @@ def export_cmd(run_dir, out_dir, data, no_eval, tolerance) -> None:
         train_s, _ = load_split(directory, "train")
         valid_s, _ = load_split(directory, "valid")
         check = [s.tokens for s in valid_s]
+        calibration = calibration_sentences(train_s)
         if not no_eval:
             test_s, _ = load_split(directory, "test")
             eval_split = ("test", test_s, unseen_mask(test_s, train_s))
     try:
-        manifest = build_bundle(run_dir, out_dir, check_sentences=check, eval_split=eval_split, tolerance=tolerance,
+        manifest = build_bundle(run_dir, out_dir, check_sentences=check, calibration=calibration, eval_split=eval_split, tolerance=tolerance,
                                 log=lambda m: click.echo(m, err=True))
     except ExportCheckError as exc:
         raise click.ClickException(str(exc)) from None

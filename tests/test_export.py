@@ -58,10 +58,12 @@ def test_manifest_records_checks_variants_scores_and_checksums(head, tiny_bundle
     path, _, manifest = tiny_bundles[head]
     assert manifest["head"] == head and manifest["num_labels"] == len(LABELS)
     assert manifest["export_check"]["fp32"]["max_abs_diff"] < 1e-3
-    assert set(manifest["variants"]) == {"fp32", "opt", "int8", "fp16"}
+    assert set(manifest["variants"]) == {"fp32", "opt", "int8", "int8-dynamic", "fp16"}
     assert manifest["variants"]["opt"]["fused_operators"].get("Attention") == 2
-    for v in ("fp32", "opt", "int8"):
+    for v in ("fp32", "opt", "int8", "int8-dynamic"):
         assert 0.0 <= manifest["variants"][v]["f1"]["f1"] <= 1.0
+        assert manifest["variants"][v]["f1"]["cpu"]["class"]  # the CPU its F1 was measured on
+        assert manifest["variants"][v]["batch_independent"] == (v != "int8-dynamic")
     assert "unverified" in manifest["variants"]["fp16"]["f1"]
     on_disk = json.loads((path / "manifest.json").read_text())
     for name, digest in on_disk["files"].items():
@@ -70,8 +72,23 @@ def test_manifest_records_checks_variants_scores_and_checksums(head, tiny_bundle
     assert on_disk["versions"]["onnxruntime-gpu" if "onnxruntime-gpu" in on_disk["versions"] else "onnxruntime"]
 
 
-def test_int8_variant_runs(tiny_bundles):
-    tagger = Tagger(tiny_bundles["crf"][0], "int8", device="cpu")
+@pytest.mark.parametrize("head", HEADS)
+def test_int8_is_static_qdq_of_the_encoder_matmuls_only(head, tiny_bundles):
+    path, _, manifest = tiny_bundles[head]
+    info = manifest["variants"]["int8"]
+    graph = onnx.load(str(path / "model.int8.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert "DynamicQuantizeLinear" not in ops and ops.count("QuantizeLinear") > 0
+    # every encoder MatMul gets quantized inputs; the head's MatMuls (emission layer) stay fp32
+    produced_by = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        fed = [produced_by[i].op_type if i in produced_by else "initializer" for i in node.input]
+        assert ("DequantizeLinear" in fed) == node.name.startswith("/encoder/"), (node.name, fed)
+    # 2 layers x 8 MatMuls (Q, K, V, scores, context, attention output, FFN in, FFN out)
+    assert info["quantized_matmuls"] == 2 * 8 and info["fp32_matmuls"] >= 1
+    tagger = Tagger(path, "int8", device="cpu")
     assert len(tagger.tag_words(CHECK_SENTENCES)) == len(CHECK_SENTENCES)
 
 

@@ -8,7 +8,8 @@ Layout (see export/README.md)::
     crf.json           CRF transitions (L x L), start (L), end (L)   [crf head only]
     model.onnx         fp32 graph: input_ids, attention_mask, word_index, word_mask -> emissions (B, W, L)
     model.opt.onnx     fp32 with ONNX Runtime's transformer fusions
-    model.int8.onnx    dynamically quantized int8
+    model.int8.onnx    static int8 (QDQ, calibrated): output independent of batch-mates
+    model.int8-dynamic.onnx  dynamic int8: activation scales per batch (output depends on batching)
     model.fp16.onnx    fp16 for CUDA (fp32 inputs and outputs)
 """
 
@@ -25,12 +26,16 @@ import numpy as np
 from ..labels import validate_labels
 
 FORMAT = "ner-batch-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: int8 is static (batch-independent), int8-dynamic added, CPU recorded with int8 F1
 MANIFEST = "manifest.json"
 LABELS = "labels.json"
 TOKENIZER = "tokenizer.json"
 CRF = "crf.json"
-VARIANT_FILES = {"fp32": "model.onnx", "opt": "model.opt.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+VARIANT_FILES = {"fp32": "model.onnx", "opt": "model.opt.onnx", "int8": "model.int8.onnx",
+                 "int8-dynamic": "model.int8-dynamic.onnx", "fp16": "model.fp16.onnx"}
+#: Variants whose output for a sentence does not depend on the other sentences of its batch
+#: (checked by tests/test_cuts.py); int8-dynamic's activation scales come from the whole batch.
+BATCH_INDEPENDENT = ("fp32", "opt", "int8")
 
 
 class BundleError(ValueError):

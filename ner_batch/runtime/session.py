@@ -8,7 +8,10 @@ found. On CUDA, inputs and outputs go through I/O binding.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -63,28 +66,61 @@ def session_options(threads: int = 0):
     return so
 
 
+def _captured_stderr(fn):
+    """``(fn(), what the process wrote to file descriptor 2 meanwhile)``: ONNX Runtime's C++
+    logger writes there directly, so sys.stderr cannot catch it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            result = fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        return result, tmp.read().decode("utf-8", errors="replace")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def cuda_failure_reason(log: str) -> str:
+    """The one line that says why the CUDA provider did not start, from ONNX Runtime's log."""
+    lines = [_ANSI.sub("", line).strip() for line in log.splitlines()]
+    for line in lines:
+        m = re.search(r"with error: (.+)$", line)
+        if m:
+            return m.group(1).strip()
+    for line in lines:
+        if "CUDA" in line or "cuda" in line:
+            return re.sub(r"^.*?\] ", "", line)[:300]
+    return "no GPU, or CUDA/cuDNN libraries missing"
+
+
 def create_session(model_path: str | Path, device: str = "auto", threads: int = 0, *, say: Callable[[str], None] | None = None):
     """An InferenceSession on the chosen device; ``say`` receives the one-line device note."""
     import onnxruntime as ort
 
     say = say or (lambda msg: print(msg, file=sys.stderr))
     choice = choose_providers(device, ort.get_available_providers())
-    quiet = CUDA in choice.providers
-    if quiet:  # a failed CUDA start logs several raw lines; we say it once, in our words
-        ort.set_default_logger_severity(4)
-    try:
-        session = ort.InferenceSession(str(model_path), session_options(threads), providers=choice.providers)
-    finally:
-        if quiet:
+    log = ""
+    if CUDA in choice.providers:  # a failed CUDA start logs several raw lines: keep them, say the reason once
+        ort.set_default_logger_severity(3)
+        try:
+            session, log = _captured_stderr(
+                lambda: ort.InferenceSession(str(model_path), session_options(threads), providers=choice.providers))
+        finally:
             ort.set_default_logger_severity(2)
+    else:
+        session = ort.InferenceSession(str(model_path), session_options(threads), providers=choice.providers)
     got = session.get_providers()
     if CUDA in choice.providers and CUDA not in got:
+        reason = cuda_failure_reason(log)
         if device == "cuda":
-            raise DeviceError(
-                f"--device cuda: ONNX Runtime lists {CUDA} but could not start it (no GPU, or CUDA/cuDNN "
-                f"libraries missing); session got {got}; use --device cpu"
-            )
-        say(f"device auto: {CUDA} could not start (no GPU, or CUDA/cuDNN libraries missing); running on CPU")
+            raise DeviceError(f"--device cuda: ONNX Runtime lists {CUDA} but could not start it ({reason}); "
+                              f"session got {got}; use --device cpu")
+        say(f"device auto: {CUDA} could not start ({reason}); running on CPU")
     elif choice.note:
         say(choice.note)
     return session
