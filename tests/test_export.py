@@ -159,7 +159,7 @@ def test_no_manifest_wrong_version_and_missing_variant(tiny_bundles, tmp_path):
     with pytest.raises(BundleError, match="has no 'nope' variant|expected a variant among"):
         Bundle.load(b).model_path("nope")
     _rewrite_manifest(b, format_version=99)
-    with pytest.raises(BundleError, match=r"expected bundle format version 1, found 99"):
+    with pytest.raises(BundleError, match=r"expected bundle format version 2, found 99"):
         Bundle.load(b)
     (b / "manifest.json").unlink()
     with pytest.raises(BundleError, match=r"expected manifest.json in a model bundle, found none"):
