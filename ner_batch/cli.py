@@ -28,6 +28,17 @@ def main() -> None:
     """
 
 
+def _variant_help() -> str:
+    from .cpu import describe
+
+    return ("Bundle model. fp32; opt: fp32 with fused transformer ops; int8: static int8 (fixed activation scales); "
+            "int8-dynamic: int8 with activation scales taken per batch, so its labels can change with --shard-docs, "
+            "--token-budget, --max-batch and resume; fp16: for CUDA. fp32, opt and int8 give the same entities however "
+            "the corpus is cut. int8 speed and accuracy depend on the CPU; this one: " + describe()
+            + " (`make bench` measures it).")
+
+
+VARIANTS = ["fp32", "opt", "int8", "int8-dynamic", "fp16"]
 DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_BATCH_DATA or ../shared/data/dnrti]."
 
 
@@ -79,8 +90,7 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None, help="Training run directory (uses RUN/best).")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
               help="Exported model bundle (export/NAME); needs no torch.")
-@click.option("--variant", type=click.Choice(["fp32", "opt", "int8", "fp16"]), default="fp32", show_default=True,
-              help="Bundle model: fp32, graph-optimized fp32, dynamic int8, or fp16 (meant for CUDA).")
+@click.option("--variant", type=click.Choice(VARIANTS), default="fp32", show_default=True, help=_variant_help())
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="ONNX Runtime device for --bundle: CUDA when available (auto), or forced.")
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
@@ -102,9 +112,14 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict)
     if run_dir is not None:
         pred, source = _predict_run(Path(run_dir), tokens), f"run {run_dir}"
     else:
+        from .cpu import cpu_info, describe
+
         tagger = _tagger(bundle_dir, variant, device)
         pred, source = [w.labels for w in tagger.tag_words(tokens)], f"bundle {bundle_dir} ({variant}, {tagger.model.device})"
+        click.echo(f"measured on this machine's CPU: {describe()}", err=True)
     result = {"split": split, **score([s.labels for s in sents], pred, unseen_mask(sents, train_sents))}
+    if bundle_dir is not None:
+        result["cpu"] = cpu_info()
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -156,9 +171,7 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
               help="Force the input format [default: from the extension; .txt/other=text, .jsonl, .conll; .gz of any; - is jsonl].")
 @click.option("--output-format", type=click.Choice(["jsonl", "conll"]), default="jsonl", show_default=True,
               help="jsonl: one record per document with character offsets; conll: word, label, score per line.")
-@click.option("--variant", type=click.Choice(["fp32", "opt", "int8", "fp16"]), default="opt", show_default=True,
-              help="Bundle model: fp32, graph-optimized fp32, dynamic int8 (about 2.3x faster on a VNNI CPU; "
-                   "test F1 within 0.2 here, see the bundle's manifest), or fp16 (for CUDA).")
+@click.option("--variant", type=click.Choice(VARIANTS), default="opt", show_default=True, help=_variant_help())
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when ONNX Runtime can start it, else CPU (said once); cuda: fail if it cannot.")
 @click.option("--workers", type=int, default=1, show_default=True,

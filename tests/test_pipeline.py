@@ -203,16 +203,39 @@ def test_two_workers_equal_one(tmp_path, bundle):
     assert summary.documents == 10 and summary.shards == 4 and summary.workers == 2
 
 
-def test_resume_refuses_changed_settings(tmp_path, bundle):
+def _interrupt_after_first_shard(monkeypatch):
+    """Make the next run stop (as Ctrl-C would) right after its first shard is recorded."""
+    from ner_batch.pipeline.shards import WorkDir
+
+    original = WorkDir.mark_done
+
+    def mark_done(self, stats):
+        original(self, stats)
+        monkeypatch.setattr(WorkDir, "mark_done", original)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(WorkDir, "mark_done", mark_done)
+
+
+@pytest.mark.parametrize("change, key", [
+    (["--variant", "fp32"], "variant"), (["--token-budget", "512"], "token_budget"), (["--max-batch", "4"], "max_batch"),
+    (["--shard-docs", "2"], "shard_docs"), (["--output-format", "conll"], "output_format"), (["--device", "cpu"], "device"),
+])
+def test_resume_refuses_each_changed_setting_by_name(tmp_path, bundle, monkeypatch, change, key):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    make_corpus(corpus, 3)
+    make_corpus(corpus, 6)
     out = tmp_path / "o.jsonl"
-    parts = tmp_path / "o.jsonl.parts"
-    parts.mkdir()
-    (parts / "plan.json").write_text(json.dumps({"variant": "int8"}))
-    res = run_tag([str(corpus), "--bundle", bundle, "--out", str(out), "--resume", "--variant", "fp32"])
-    assert res.exit_code != 0 and "cannot resume:" in res.output and "variant" in res.output
+    args = [str(corpus), "--bundle", bundle, "--out", str(out), "--shard-docs", "3", "-q"]
+    _interrupt_after_first_shard(monkeypatch)
+    res = run_tag(args)
+    assert res.exit_code == 130 and "--resume" in res.output and not out.exists()
+    res = run_tag([*args, *change, "--resume"])
+    assert res.exit_code != 0 and f"cannot resume: {key} changed since" in res.output, res.output
+    summary = tmp_path / "s.json"
+    res = run_tag([*args, "--resume", "--summary-json", str(summary)])  # unchanged: resumes
+    assert res.exit_code == 0, res.output
+    assert json.loads(summary.read_text())["resumed_shards"] == 1 and len(read_jsonl(out)) == 6
 
 
 def test_kill_and_resume_gives_the_uninterrupted_output(tmp_path, bundle):
@@ -239,8 +262,11 @@ def test_kill_and_resume_gives_the_uninterrupted_output(tmp_path, bundle):
     finished = len(done.read_text().splitlines())
     assert 5 <= finished < 150  # killed mid-run
 
-    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    summary = tmp_path / "summary.json"
+    res = subprocess.run(cmd + ["--resume", "--summary-json", str(summary)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
+    # reused, not recomputed (the last manifest line may have been cut by the kill)
+    assert json.loads(summary.read_text())["resumed_shards"] >= finished - 1
     assert out.read_bytes() == reference.read_bytes()
     recs = read_jsonl(out)
     assert len(recs) == 300 and len({r["id"] for r in recs}) == 300

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from .. import __version__
 from ..runtime.bundle import MANIFEST, Bundle
 from .inputs import Source, count_documents, discover, read_documents
 from .shards import ResumeError, Shard, WorkDir, plan_shards  # noqa: F401 (ResumeError re-exported)
@@ -100,14 +101,20 @@ def _fingerprint(sources: Sequence[Source], bundle: Bundle, settings: TagSetting
         st = os.stat(s.path)
         inputs.append([s.path, s.format, s.gz, st.st_size, st.st_mtime_ns])
     digest = hashlib.sha256(repr(inputs).encode()).hexdigest()
+    # Everything that can change a byte of the output. The batching flags cannot for the
+    # batch-independent variants, but can for int8-dynamic: a resume keeps them all equal.
     return {
         "inputs": digest,
         "n_inputs": len(inputs),
         "bundle": hashlib.sha256((bundle.path / MANIFEST).read_bytes()).hexdigest(),
         "variant": settings.variant,
+        "device": settings.device,
         "output_format": settings.output_format,
         "shard_docs": shard_docs,
         "shard_chars": shard_chars,
+        "token_budget": settings.token_budget,
+        "max_batch": settings.max_batch,
+        "ner_batch": __version__,
     }
 
 

@@ -190,7 +190,8 @@ def worker_main(settings: TagSettings, work_dir_path: str, tasks, results) -> No
     try:
         notes: list[str] = []
         tagger = ShardTagger(settings, say=notes.append)
-        results.put(("note", {"device": tagger.tagger.model.device, "message": notes[0] if notes else ""}))
+        for message in notes or [""]:
+            results.put(("note", {"device": tagger.tagger.model.device, "message": message}))
 
         def from_queue() -> Iterator[Shard]:
             while True:

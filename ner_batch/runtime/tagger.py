@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..batching import BatchSettings
+from ..cpu import cpu_info
 from ..decode import Decoder
 from ..encoding import WordEncoder
 from ..tagging import SentenceTagger, SentenceTags
@@ -41,7 +42,24 @@ class Tagger(SentenceTagger):
             raise BundleError(f"{self.bundle.path}: expected the graph to emit {len(labels)} labels (labels.json), got {dim}")
         encoder = WordEncoder.from_dir(self.bundle.path, self.bundle.max_length)
         super().__init__(encoder, lambda batch: self.model(batch.inputs()), Decoder(labels, self.bundle.crf), batching)
+        if variant.startswith("int8") and say is not None:
+            note = cpu_mismatch(self.bundle, variant)
+            if note:
+                say(note)
 
     def tag_words(self, sentences: Sequence[Sequence[str]]) -> list[SentenceTags]:
         """Labels and confidences for pre-split sentences."""
         return self.tag(sentences)
+
+
+def cpu_mismatch(bundle: Bundle, variant: str) -> str:
+    """One line when ``variant``'s F1 in the manifest was measured on another class of CPU than
+    this one (int8 accuracy and speed depend on it), else ``""``."""
+    entry = bundle.manifest.get("variants", {}).get(variant, {}).get("f1") or {}
+    measured, here = (entry.get("cpu") or {}).get("class"), cpu_info()
+    if "f1" not in entry or measured == here["class"]:
+        return ""
+    where = f"a {measured} CPU ({entry['cpu'].get('model')})" if measured else "a CPU the manifest does not name"
+    return (f"{variant}: the bundle's test F1 {entry['f1'] * 100:.2f} was measured on {where}; this machine is "
+            f"{here['class']} ({here['model']}), where int8 results may differ: "
+            f"`ner-batch evaluate --bundle {bundle.path} --variant {variant}` measures them here")
