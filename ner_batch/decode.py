@@ -234,6 +234,8 @@ class Decoder:
         """Decode each sentence's ``(n_words, L)`` emissions into ``(tags (n,), confidence (n,))``."""
         segments: list[tuple[int, int, int]] = []  # (sentence, first word, end word)
         for k, em in enumerate(emissions):
+            if em.ndim != 2 or em.shape[1] != len(self.labels):
+                raise ValueError(f"expected emissions over {len(self.labels)} labels, got {em.shape[-1]} (shape {em.shape})")
             segments.extend((k, a, b) for a, b in segment_bounds(len(em), self.max_words, self.overlap))
         decoded: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(segments)
         order = sorted(range(len(segments)), key=lambda i: (segments[i][1] - segments[i][2], i))  # longest first

@@ -154,3 +154,57 @@ def test_marginals_stay_finite_on_extreme_scores():
     assert np.isfinite(marg).all() and np.isfinite(log_z).all()
     for i, n in enumerate(lengths):
         np.testing.assert_allclose(marg[i, :n].sum(-1), 1.0, atol=1e-5)
+
+
+# --- Decoder: one decode per sentence, long sentences in spliced segments -------------------
+
+from ner_batch.decode import Decoder, segment_bounds  # noqa: E402
+
+
+def _crf(rng, n_labels, scale=0.5):
+    return {"transitions": (scale * rng.normal(size=(n_labels, n_labels))).astype(np.float32),
+            "start": (scale * rng.normal(size=n_labels)).astype(np.float32),
+            "end": (scale * rng.normal(size=n_labels)).astype(np.float32)}
+
+
+def test_segment_bounds_cover_the_sentence_with_overlaps():
+    assert segment_bounds(0, 10, 3) == []
+    assert segment_bounds(10, 10, 3) == [(0, 10)]
+    b = segment_bounds(25, 10, 3)
+    assert b == [(0, 10), (7, 17), (14, 24), (21, 25)]
+
+
+@pytest.mark.parametrize("crf", [True, False])
+def test_long_sentences_decoded_in_segments_equal_one_pass(crf):
+    rng = np.random.default_rng(5)
+    labels = LABELS
+    params = _crf(rng, len(labels)) if crf else None
+    sentences = [(2.0 * rng.normal(size=(n, len(labels)))).astype(np.float32) for n in (3000, 1, 250, 777)]
+    whole = Decoder(labels, params, max_words=10_000, overlap=64)(sentences)
+    parts = Decoder(labels, params, max_words=200, overlap=64)(sentences)
+    for (t1, c1), (t2, c2), em in zip(whole, parts, sentences):
+        assert len(t2) == len(em)
+        assert np.array_equal(t1, t2)
+        np.testing.assert_allclose(c1, c2, atol=1e-4)
+    if not crf:  # the spliced softmax path is still valid BIO
+        allowed_start, allowed = allowed_transitions(labels)
+        for tags, _ in parts:
+            assert allowed_start[tags[0]] and all(allowed[a, b] for a, b in zip(tags, tags[1:]))
+
+
+def test_a_sentence_decodes_the_same_whatever_shares_its_group():
+    rng = np.random.default_rng(6)
+    params = _crf(rng, len(LABELS), scale=1.0)
+    sentences = [rng.normal(size=(int(n), len(LABELS))).astype(np.float32) for n in rng.integers(1, 60, size=40)]
+    together = Decoder(LABELS, params)(sentences)
+    small_groups = Decoder(LABELS, params, group_words=64)(sentences)
+    for k, em in enumerate(sentences):
+        [(alone_t, alone_c)] = Decoder(LABELS, params)([em])
+        for tags, conf in (together[k], small_groups[k]):
+            assert np.array_equal(tags, alone_t)
+            np.testing.assert_allclose(conf, alone_c, atol=1e-6)
+
+
+def test_decoder_rejects_emissions_of_the_wrong_width():
+    with pytest.raises(ValueError, match="expected emissions over 5 labels, got 3"):
+        Decoder(LABELS)([np.zeros((4, 3), dtype=np.float32)])

@@ -184,12 +184,12 @@ def test_incompatible_bundle(tmp_path, tiny_bundles):
     b = tmp_path / "b"
     shutil.copytree(tiny_bundles["crf"][0], b)
     m = json.loads((b / "manifest.json").read_text())
-    m["format_version"] = 2
+    m["format_version"] = 1  # an older bundle: int8 meant dynamic then
     (b / "manifest.json").write_text(json.dumps(m))
     doc = tmp_path / "d.txt"
     doc.write_text("APT28.")
     res = run_tag([str(doc), "--bundle", str(b), "--out", str(tmp_path / "o.jsonl")])
-    assert res.exit_code == 1 and "expected bundle format version 1, found 2" in res.output
+    assert res.exit_code == 1 and "expected bundle format version 2, found 1; re-export it" in res.output
 
 
 def test_two_workers_equal_one(tmp_path, bundle):
