@@ -356,10 +356,10 @@ def main(argv=None) -> int:
         bench.hf_pipeline(data, hf_dir)
         bench.torch_eager(data, runs / "softmax", "softmax")
     if "ner-batch" in args.sections:
-        bench.ner_batch(data, export / "softmax", "softmax", ("fp32", "opt", "int8"), (1, 2))
+        bench.ner_batch(data, export / "softmax", "softmax", ("fp32", "opt", "int8", "int8-dynamic"), (1, 2))
     if "crf" in args.sections:
         bench.torch_eager(data, runs / "crf", "crf")
-        bench.ner_batch(data, export / "crf", "crf", ("opt", "int8"), (1, 2))
+        bench.ner_batch(data, export / "crf", "crf", ("opt", "int8", "int8-dynamic"), (1, 2))
     if "decode" in args.sections:
         bench.decode_only()
     if "roofline" in args.sections:

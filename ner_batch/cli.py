@@ -97,7 +97,10 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--strict", is_flag=True, help="Refuse to read a split that needs any repair.")
-def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict) -> None:
+@click.option("--join", type=click.IntRange(1), default=1, show_default=True,
+              help="Tag N consecutive sentences joined into one sequence, with no boundary the tagger can see (as a "
+                   "whole pre-tokenized document is tagged), then score each sentence as usual.")
+def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict, join) -> None:
     """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
     and on its "unseen" part (sentences whose tokens do not occur in train)."""
     from .data.dnrti import data_dir, unseen_mask
@@ -107,17 +110,22 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict)
     sents, report = _load(directory, split, strict)
     train_sents, _ = _load(directory, "train", False) if split != "train" else (sents, report)
     tokens = [s.tokens for s in sents]
+    joined = [[w for s in tokens[k : k + join] for w in s] for k in range(0, len(tokens), join)]
     if (run_dir is None) == (bundle_dir is None):
         raise click.UsageError("give exactly one of --run DIR or --bundle DIR")
     if run_dir is not None:
-        pred, source = _predict_run(Path(run_dir), tokens), f"run {run_dir}"
+        pred, source = _predict_run(Path(run_dir), joined), f"run {run_dir}"
     else:
         from .cpu import cpu_info, describe
 
         tagger = _tagger(bundle_dir, variant, device)
-        pred, source = [w.labels for w in tagger.tag_words(tokens)], f"bundle {bundle_dir} ({variant}, {tagger.model.device})"
+        pred, source = [w.labels for w in tagger.tag_words(joined)], f"bundle {bundle_dir} ({variant}, {tagger.model.device})"
         click.echo(f"measured on this machine's CPU: {describe()}", err=True)
-    result = {"split": split, **score([s.labels for s in sents], pred, unseen_mask(sents, train_sents))}
+    flat = iter([label for labels in pred for label in labels])
+    pred = [[next(flat) for _ in s] for s in tokens]  # back to one list per sentence
+    if join > 1:
+        source += f", {join} sentences per sequence"
+    result = {"split": split, "join": join, **score([s.labels for s in sents], pred, unseen_mask(sents, train_sents))}
     if bundle_dir is not None:
         result["cpu"] = cpu_info()
     if as_json:

@@ -181,3 +181,27 @@ def test_runtime_imports_and_tags_without_torch(tiny_bundles):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "3"
+
+
+def test_evaluate_a_bundle_with_joined_sentences(tmp_path, tiny_bundles):
+    from click.testing import CliRunner
+
+    from conftest import TINY_SENTENCES
+    from ner_batch.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    text = "\n\n".join("\n".join(f"{t} {lab}" for t, lab in zip(toks, labs)) for toks, labs in TINY_SENTENCES * 4)
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text(text + "\n")
+    runner = CliRunner()
+    results = {}
+    for join in (1, 3):
+        res = runner.invoke(main, ["evaluate", "--bundle", str(tiny_bundles["crf"][0]), "--device", "cpu", "--data", str(data),
+                                   "--join", str(join), "--json"])
+        assert res.exit_code == 0, res.output
+        assert "measured on this machine's CPU:" in res.output
+        results[join] = json.loads(res.output.strip().splitlines()[-1])
+        assert results[join]["join"] == join and results[join]["sentences"] == 8 and results[join]["cpu"]["class"]
+    res = runner.invoke(main, ["evaluate", "--bundle", str(tiny_bundles["crf"][0]), "--data", str(data), "--join", "0"])
+    assert res.exit_code == 2 and "--join" in res.output
