@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 SOFTMAX_ARGS ?= --epochs 12 --lr 2e-4 --batch-size 16 --patience 4
 CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4
 
-.PHONY: install test test-all train train-softmax train-crf export demo bench clean
+.PHONY: install test test-all train train-softmax train-crf export demo bench bench-cuts clean
 
 install: $(STAMP)
 
@@ -71,6 +71,11 @@ demo: install
 # Throughput side by side with the peers; needs make train + make export. Writes bench/results/latest.{json,md,png}.
 bench: install
 	$(PY) bench/run.py --data $(DATA)
+
+# Issue 8's measurements: int8 (static) vs int8-dynamic speed, F1 whole / unseen / 20 sentences
+# joined, and entity changes under other cuts. Writes bench/results/cuts.{json,md}.
+bench-cuts: install
+	$(PY) bench/cuts.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -64,5 +64,7 @@ def machine() -> dict[str, Any]:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "python": platform.python_version(),
+    from ner_batch.cpu import cpu_info
+
+    return {"cpu": cpu, "cpu_features": cpu_info(), "cores": os.cpu_count(), "memory": mem, "python": platform.python_version(),
             "platform": platform.platform(), "gpu": "none", "versions": versions}

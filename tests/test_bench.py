@@ -38,3 +38,21 @@ def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
     assert any(t["target"].startswith("NumPy Viterbi") for t in result["targets"])
     assert "| target | value | goal | met |" in (out / "latest.md").read_text()
     assert (out / "latest.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
+def test_bench_cuts_smoke(tmp_path, tiny_bundles):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "crf").symlink_to(tiny_bundles["crf"][0])
+    out = tmp_path / "results" / "cuts"
+    cmd = [sys.executable, str(ROOT / "bench" / "cuts.py"), "--export", str(export), "--data", str(DNRTI), "--bundles", "crf",
+           "--variants", "int8", "int8-dynamic", "--repeats", "1", "--repeat-corpus", "1", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["machine"]["cpu_features"]["class"]
+    int8 = next(r for r in result["rows"] if r["variant"] == "int8")
+    assert all(c["documents_changed"] == 0 for c in int8["cuts"].values())  # batch-independent on real DNRTI too
+    assert int8["sentences_per_s"] > 0 and 0 <= int8["joined20_f1"] <= 100
+    assert "| bundle | variant | sentences/s |" in out.with_suffix(".md").read_text()
