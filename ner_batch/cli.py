@@ -106,7 +106,10 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict,
     from .data.dnrti import data_dir, unseen_mask
     from .evaluation import format_report, score
 
-    directory = data_dir(data)
+    try:
+        directory = data_dir(data)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
     sents, report = _load(directory, split, strict)
     train_sents, _ = _load(directory, "train", False) if split != "train" else (sents, report)
     tokens = [s.tokens for s in sents]
@@ -125,7 +128,17 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict,
     pred = [[next(flat) for _ in s] for s in tokens]  # back to one list per sentence
     if join > 1:
         source += f", {join} sentences per sequence"
+    known = set(tagger.labels) if bundle_dir is not None else None
     result = {"split": split, "join": join, **score([s.labels for s in sents], pred, unseen_mask(sents, train_sents))}
+    if known is None:
+        from .models.config import TaggerConfig
+
+        best = Path(run_dir) / "best" if (Path(run_dir) / "best").is_dir() else Path(run_dir)
+        known = set(TaggerConfig.load(best).labels)
+    unknown = sorted({lab for s in sents for lab in s.labels} - known)
+    if unknown:  # counted as misses: say so rather than score quietly low
+        result["unknown_gold_labels"] = unknown
+        click.echo(f"warning: {split}.txt has labels the model cannot predict (scored as misses): {', '.join(unknown)}", err=True)
     if bundle_dir is not None:
         result["cpu"] = cpu_info()
     if as_json:
@@ -139,10 +152,16 @@ def _load(directory, split, strict):
     from .data.conll import ConllFormatError
     from .data.dnrti import load_split
 
+    path = Path(directory) / f"{split}.txt"
+    if not path.is_file():
+        raise click.ClickException(f"expected {path} ({split} split), found {'a directory' if path.exists() else 'nothing'} there")
     try:
-        return load_split(directory, split, strict=strict)
-    except ConllFormatError as exc:
-        raise click.ClickException(str(exc)) from None
+        sents, report = load_split(directory, split, strict=strict)
+    except (ConllFormatError, UnicodeDecodeError, OSError) as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    if not sents:
+        raise click.ClickException(f"expected sentences in {path}, found none (empty file)")
+    return sents, report
 
 
 def _predict_run(run_dir: Path, tokens):
@@ -182,14 +201,14 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
 @click.option("--variant", type=click.Choice(VARIANTS), default="opt", show_default=True, help=_variant_help())
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when ONNX Runtime can start it, else CPU (said once); cuda: fail if it cannot.")
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Worker processes, each with its own ONNX Runtime session; CPU threads are split between them.")
-@click.option("--threads", type=int, default=0, help="ONNX Runtime threads per worker [default: cores / workers].")
+@click.option("--threads", type=click.IntRange(0), default=0, help="ONNX Runtime threads per worker [default: cores / workers].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same inputs and settings (OUT.parts/).")
-@click.option("--shard-docs", type=int, default=512, show_default=True,
+@click.option("--shard-docs", type=click.IntRange(1), default=512, show_default=True,
               help="Documents per shard, at most (a shard also stops at ~128K characters); the unit of resume and of work per worker.")
-@click.option("--token-budget", type=int, default=8192, show_default=True, help="Padded word pieces per batch, at most.")
-@click.option("--max-batch", type=int, default=32, show_default=True, help="Windows per batch, at most.")
+@click.option("--token-budget", type=click.IntRange(1), default=8192, show_default=True, help="Padded word pieces per batch, at most.")
+@click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True, help="Windows per batch, at most.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Also write the final summary as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
 def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, workers, threads, resume, shard_docs,
@@ -204,18 +223,20 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
     run the same command with --resume: the output ends up identical.
     """
     from .pipeline.inputs import InputError
-    from .pipeline.run import OutputError, tag_corpus
+    from .pipeline.run import OutputError, WorkerError, check_writable_file, tag_corpus
     from .pipeline.shards import ResumeError
     from .runtime.bundle import BundleError
     from .runtime.session import DeviceError
 
     try:
+        if summary_json:
+            check_writable_file(summary_json, "--summary-json")
         summary = tag_corpus(
             inputs, bundle_dir, out, variant=variant, device=device, workers=workers, threads=threads,
             input_format=input_format, output_format=output_format, resume=resume, shard_docs=shard_docs,
             token_budget=token_budget, max_batch=max_batch, progress=not quiet, say=lambda m: click.echo(m, err=True),
         )
-    except (InputError, OutputError, ResumeError, BundleError, DeviceError) as exc:
+    except (InputError, OutputError, ResumeError, BundleError, DeviceError, WorkerError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished shards are kept in {out}.parts/; run the same command with --resume", err=True)
@@ -228,25 +249,60 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
 
 @main.command()
 @click.argument("tags_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--limit", type=int, default=20, show_default=True, help="Entities to print (0: all).")
+@click.option("--limit", type=click.IntRange(0), default=20, show_default=True, help="Entities to print (0: all).")
 @click.option("--min-score", type=float, default=0.0, show_default=True, help="Only entities scored at least this.")
 def show(tags_file, limit, min_score) -> None:
-    """Print the entities of a tags.jsonl file as a readable table."""
-    shown = 0
-    with open(tags_file, encoding="utf-8") as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec.get("error"):
-                click.echo(f"{rec['id']}: ERROR {rec['error']}")
-                continue
-            for ent in rec["entities"]:
-                if ent["score"] < min_score:
+    """Print the entities of a tags.jsonl file (or tags.jsonl.gz) as a readable table.
+
+    Ids and entity texts are printed with control characters escaped, so that nothing in a
+    document can move the cursor or clear the terminal. Lines that are not JSON records are
+    skipped and counted.
+    """
+    import gzip
+
+    from .pipeline.records import _one_line
+
+    opener = gzip.open if str(tags_file).endswith(".gz") else open
+    shown, skipped = 0, []
+    try:
+        with opener(tags_file, "rt", encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
                     continue
-                if limit and shown >= limit:
-                    return
-                doc = Path(rec["id"]).name if "/" in rec["id"] else rec["id"]
-                click.echo(f"{doc[:24]:<24} {ent['start']:>7}-{ent['end']:<7} {ent['label']:<9} {ent['score']:.3f}  {ent['text']}")
-                shown += 1
+                if lineno == 1 and line.startswith("# id = "):
+                    raise click.ClickException(
+                        f"{tags_file} is CoNLL output (--output-format conll); show reads the JSONL records that "
+                        "`ner-batch tag` writes by default")
+                try:
+                    rec = json.loads(line)
+                except (ValueError, RecursionError):
+                    rec = None
+                if not isinstance(rec, dict):
+                    skipped.append(lineno)
+                    continue
+                rid = _one_line(str(rec.get("id", f"line {lineno}")))
+                if rec.get("error"):
+                    click.echo(f"{rid}: ERROR {_one_line(str(rec['error']))}")
+                    continue
+                entities = rec.get("entities") if isinstance(rec.get("entities"), list) else []
+                for ent in entities:
+                    if not isinstance(ent, dict):
+                        continue
+                    score = ent.get("score")
+                    if min_score and not (isinstance(score, (int, float)) and score >= min_score):
+                        continue
+                    if limit and shown >= limit:
+                        return
+                    doc = rid.rsplit("/", 1)[-1]
+                    score_s = f"{score:.3f}" if isinstance(score, (int, float)) else "  -  "
+                    click.echo(f"{doc[:24]:<24} {ent.get('start', '?'):>7}-{ent.get('end', '?'):<7} "
+                               f"{_one_line(str(ent.get('label', '?'))):<9} {score_s}  {_one_line(str(ent.get('text', '')))}")
+                    shown += 1
+    except (OSError, EOFError) as exc:
+        raise click.ClickException(f"cannot read {tags_file}: {exc}") from None
+    finally:
+        if skipped:
+            click.echo(f"skipped {len(skipped)} line(s) that are not JSON records (first: line {skipped[0]})", err=True)
 
 
 @main.command("export")

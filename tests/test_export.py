@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -119,8 +120,9 @@ def _rewrite_manifest(path, **changes):
 def test_missing_file(tiny_bundles, tmp_path):
     b = _copy(tiny_bundles, tmp_path)
     (b / "model.onnx").unlink()
+    bundle = Bundle.load(b)  # the other variants still load
     with pytest.raises(BundleError, match=r"expected model.onnx \(listed in manifest.json\), found it missing"):
-        Bundle.load(b)
+        bundle.model_path("fp32")
 
 
 def test_corrupted_file(tiny_bundles, tmp_path):
@@ -129,7 +131,7 @@ def test_corrupted_file(tiny_bundles, tmp_path):
         f.seek(100)
         f.write(b"\x00\x01\x02")
     with pytest.raises(BundleError, match=r"model.int8.onnx does not match its checksum"):
-        Bundle.load(b)
+        Bundle.load(b).model_path("int8")
 
 
 def test_wrong_label_count(tiny_bundles, tmp_path):
@@ -205,3 +207,59 @@ def test_evaluate_a_bundle_with_joined_sentences(tmp_path, tiny_bundles):
         assert results[join]["join"] == join and results[join]["sentences"] == 8 and results[join]["cpu"]["class"]
     res = runner.invoke(main, ["evaluate", "--bundle", str(tiny_bundles["crf"][0]), "--data", str(data), "--join", "0"])
     assert res.exit_code == 2 and "--join" in res.output
+
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "sub/model.onnx", "..", ""])
+def test_manifest_paths_outside_the_bundle_are_refused(tiny_bundles, tmp_path, name):
+    b = _copy(tiny_bundles, tmp_path)
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"][name] = "0" * 64
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="expected plain file names inside the bundle"):
+        Bundle.load(b)
+
+
+def test_a_model_file_the_manifest_does_not_list_is_not_loaded(tiny_bundles, tmp_path):
+    b = _copy(tiny_bundles, tmp_path)
+    m = json.loads((b / "manifest.json").read_text())
+    del m["files"]["model.opt.onnx"]
+    (b / "manifest.json").write_text(json.dumps(m))
+    with open(b / "model.opt.onnx", "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(BundleError, match="model.opt.onnx is not listed with a checksum in manifest.json"):
+        Tagger(b, "opt", device="cpu")
+
+
+def test_a_bundle_file_that_links_out_is_refused(tiny_bundles, tmp_path):
+    b = _copy(tiny_bundles, tmp_path)
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.move(b / "model.onnx", outside)
+    (b / "model.onnx").symlink_to(outside)
+    with pytest.raises(BundleError, match="model.onnx is a link out of the bundle"):
+        Bundle.load(b).model_path("fp32")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"files": ["model.onnx"]}, "expected 'files' to map file names to sha256 strings, found list"),
+    ({"num_labels": "many"}, "expected num_labels to be a positive integer, found 'many'"),
+    ({"max_length": None}, "expected max_length to be an integer"),
+    ({"variants": []}, "expected 'variants' to be an object"),
+])
+def test_malformed_manifest_is_a_bundle_error(tiny_bundles, tmp_path, change, message):
+    b = _copy(tiny_bundles, tmp_path)
+    _rewrite_manifest(b, **change)
+    with pytest.raises(BundleError, match=re.escape(message)):
+        Bundle.load(b)
+
+
+def test_crf_json_without_end_is_a_bundle_error(tiny_bundles, tmp_path):
+    b = _copy(tiny_bundles, tmp_path)
+    raw = json.loads((b / "crf.json").read_text())
+    del raw["end"]
+    (b / "crf.json").write_text(json.dumps(raw))
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["crf.json"] = sha256(b / "crf.json")
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"crf.json: expected keys transitions, start and end, found \['end'\] missing"):
+        Bundle.load(b)

@@ -38,8 +38,9 @@ def record(doc: Document, sentences: Sequence[Sequence[Span]], tags: Sequence[Se
         rec["source"] = doc.source
     if doc.text is None:
         rec["text"] = text
-    elif not text.strip():
-        rec["warning"] = "empty document"
+    warnings = [w for w in (doc.warning, "empty document" if word_base == 0 else None) if w]
+    if warnings:
+        rec["warning"] = "; ".join(warnings)
     return rec
 
 
@@ -51,18 +52,33 @@ def error_record(doc: Document) -> dict[str, Any]:
     return rec
 
 
+#: Characters that JSON allows raw in strings but that some line readers (Python's
+#: ``str.splitlines``, JavaScript) take for line breaks: written escaped.
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085", "\x1c": "\\u001c",
+                "\x1d": "\\u001d", "\x1e": "\\u001e", "\x0b": "\\u000b", "\x0c": "\\u000c"}
+_LINE_BREAKS_TABLE = str.maketrans(_LINE_BREAKS)
+
+
 def to_jsonl(rec: dict[str, Any]) -> str:
-    return json.dumps(rec, ensure_ascii=False) + "\n"
+    """One JSON line; it splits into exactly one line under every line reader."""
+    return json.dumps(rec, ensure_ascii=False).translate(_LINE_BREAKS_TABLE) + "\n"
 
 
 def to_conll(rec: dict[str, Any], words: Sequence[Sequence[str]], tags: Sequence[SentenceTags]) -> str:
     """A CoNLL block: ``# id = ...`` then ``word<TAB>label<TAB>score`` lines, a blank line per sentence."""
-    lines = [f"# id = {rec['id']}"]
+    lines = [f"# id = {_one_line(rec['id'])}"]
     if rec.get("error"):
-        lines.append(f"# error = {rec['error']}")
+        lines.append(f"# error = {_one_line(rec['error'])}")
+    if rec.get("warning"):
+        lines.append(f"# warning = {_one_line(rec['warning'])}")
     for ws, wt in zip(words, tags):
         lines.extend(f"{w}\t{lab}\t{s:.4f}" for w, lab, s in zip(ws, wt.labels, wt.scores))
         lines.append("")
     if len(lines) == 1 or lines[-1] != "":
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _one_line(value: str) -> str:
+    """A value for a ``# key = value`` comment line: line breaks and control characters escaped."""
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in value)

@@ -25,6 +25,10 @@ class OutputError(RuntimeError):
     """The output cannot be written."""
 
 
+class WorkerError(RuntimeError):
+    """A worker process failed or died; finished shards are kept for --resume."""
+
+
 @dataclasses.dataclass
 class Summary:
     # Summed over shards (the keys of a worker's per-shard stats):
@@ -118,7 +122,10 @@ def _fingerprint(sources: Sequence[Source], bundle: Bundle, settings: TagSetting
     }
 
 
-def _check_output(out: Path) -> None:
+def _check_output(out: Path) -> Path:
+    """The path to write (a symlink is written through: its target), or OutputError."""
+    if out.is_symlink():
+        out = Path(os.path.realpath(out))
     if out.is_dir():
         raise OutputError(f"cannot write output {out}: it is a directory; expected a file path such as tags.jsonl")
     parent = out.parent
@@ -128,6 +135,28 @@ def _check_output(out: Path) -> None:
         raise OutputError(f"cannot write output {out}: directory {parent} is not writable")
     if out.exists() and not os.access(out, os.W_OK):
         raise OutputError(f"cannot write output {out}: the file exists and is not writable")
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.is_dir() and not tmp.is_symlink():
+        raise OutputError(f"cannot write output {out}: {tmp}, where it is assembled, is a directory; move it away")
+    return out
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """OutputError unless ``path`` can be created or replaced (checked before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {what} {path}: it is a directory; expected a file path")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {what} {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"cannot write {what} {path}: not writable")
+
+
+def _refuse_output_as_input(out: Path, sources: Sequence[Source]) -> None:
+    real = os.path.realpath(out)
+    for s in sources:
+        if s.path != "-" and os.path.realpath(s.path) == real:
+            raise OutputError(f"--out {out} is also an INPUT: writing it would replace what is being read; choose another output path")
 
 
 def tag_corpus(
@@ -150,13 +179,17 @@ def tag_corpus(
     say: Callable[[str], None] | None = None,
 ) -> Summary:
     """Tag every document of ``inputs`` into ``out``; see the module docstring."""
-    from tqdm.auto import tqdm
-
     say = say or (lambda m: print(m, file=sys.stderr))
     started = time.perf_counter()
-    out = Path(out)
-    _check_output(out)
-    sources = discover(inputs, input_format)
+    out = _check_output(Path(out))
+    work = WorkDir.for_output(out)
+    skipped: list[str] = []
+    sources = discover(inputs, input_format, exclude=[out, out.with_name(out.name + ".tmp"), work.path], note=skipped.append)
+    for line in skipped[:10]:
+        say(line)
+    if len(skipped) > 10:
+        say(f"... and {len(skipped) - 10} more skipped")
+    _refuse_output_as_input(out, sources)
     if resume and any(s.path == "-" for s in sources):
         raise ResumeError("cannot resume a run that reads standard input: its documents cannot be read again")
     loaded = Bundle.load(bundle)
@@ -165,12 +198,28 @@ def tag_corpus(
     settings = TagSettings(str(loaded.path), variant, device, per_worker_threads, token_budget, max_batch,
                            output_format=output_format, verify=False)  # verified just above
     loaded.model_path(variant)  # a missing variant fails here, before any work
-    work = WorkDir.for_output(out)
+    cores = os.cpu_count() or 1
+    if workers > cores or (threads and threads * workers > cores):
+        say(f"note: {workers} worker(s) x {per_worker_threads} thread(s) is more than this machine's {cores} cores: "
+            "it will be slower and use more memory, not faster")
     plan = _fingerprint([s for s in sources if s.path != "-"], loaded, settings, shard_docs, shard_chars)
     try:
         finished = work.start(plan, resume)
     except OSError as exc:
+        work.release()
         raise OutputError(f"cannot write output {out}: {exc.strerror or exc} ({work.path})") from None
+    except ResumeError:
+        work.release()
+        raise
+    try:
+        return _tag(sources, settings, work, out, finished, workers, variant, shard_docs, shard_chars, progress, say, started)
+    finally:
+        work.release()
+
+
+def _tag(sources, settings: TagSettings, work: WorkDir, out: Path, finished, workers: int, variant: str,
+         shard_docs: int, shard_chars: int, progress: bool, say, started: float) -> Summary:
+    from tqdm.auto import tqdm
 
     summary = Summary(workers=workers, variant=variant, output=str(out))
     for stats in finished.values():
@@ -258,7 +307,8 @@ def _run_workers(settings: TagSettings, work: WorkDir, shards: Iterator[Shard], 
             except queue.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f"worker {dead[0].name} died with exit code {dead[0].exitcode}; run again with --resume")
+                    raise WorkerError(f"worker {dead[0].name} died (exit code {dead[0].exitcode}: killed, or out of memory); "
+                                      f"finished shards are kept in {work.path}: run the same command with --resume")
                 continue
             if kind == "done":
                 on_done(payload)
@@ -270,7 +320,7 @@ def _run_workers(settings: TagSettings, work: WorkDir, shards: Iterator[Shard], 
             elif kind == "exit":
                 exited += 1
             else:
-                raise RuntimeError(f"a worker failed:\n{payload}")
+                raise WorkerError(payload["message"])
     finally:
         stop.set()
         if exited < len(procs):  # failure or interrupt: do not wait on queues nobody reads

@@ -17,6 +17,7 @@ segments (see :mod:`ner_batch.tagging`), so no cut shows in the output.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Iterator
 
 Span = tuple[int, int]
@@ -31,8 +32,30 @@ _ABBREV = frozenset(
 
 
 def words(text: str, start: int = 0, end: int | None = None) -> list[Span]:
-    """Character spans of the words of ``text[start:end]``."""
-    return [m.span() for m in _WORD.finditer(text, start, len(text) if end is None else end)]
+    """Character spans of the words of ``text[start:end]``.
+
+    A combining mark (Unicode category M*: accents in decomposed text, Indic vowel signs and
+    viramas) never starts a word of its own: it joins the word before it, and a word that
+    goes on right after it joins too (``Ope\u0301ration``, ``हिन्दी`` are one word each).
+    """
+    spans = [m.span() for m in _WORD.finditer(text, start, len(text) if end is None else end)]
+    if text.isascii():
+        return spans
+    merged: list[Span] = []
+    for s, e in spans:
+        if merged and merged[-1][1] == s and _joins(text, merged[-1], s):
+            merged[-1] = (merged[-1][0], e)
+        else:
+            merged.append((s, e))
+    return merged
+
+
+def _joins(text: str, prev: Span, s: int) -> bool:
+    """Whether the word at ``s``, touching ``prev``, continues it across a combining mark."""
+    if unicodedata.category(text[s]).startswith("M"):
+        return True
+    return (unicodedata.category(text[prev[1] - 1]).startswith("M") and text[s].isalnum()
+            and (text[prev[0]].isalnum() or unicodedata.category(text[prev[0]]).startswith("M")))
 
 
 def _paragraphs(text: str) -> Iterator[Span]:

@@ -1,6 +1,9 @@
 """Shards of documents and the work directory that makes a run resumable.
 
-``OUT.parts/`` beside the output holds ``plan.json`` (what the run reads and with which
+``OUT.parts/`` beside the output holds ``ner-batch-workdir`` (the marker that makes it ours:
+a directory without it is never deleted or reused), ``lock`` (held with ``flock`` for as long
+as a run works there: a second run on the same output is refused, and a killed run's lock
+goes with its process), ``plan.json`` (what the run reads and with which
 settings), one ``shard-NNNNNN.part`` per finished shard (written to a temporary name,
 fsynced and renamed, so it is complete or absent), and ``done.jsonl``, the manifest of
 finished shards with their counts (appended and fsynced after the shard file is in
@@ -11,6 +14,7 @@ and renames it to ``OUT``: the output appears complete or not at all.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -69,17 +73,21 @@ class ResumeError(RuntimeError):
     """A run cannot be resumed as asked."""
 
 
+MARKER = "ner-batch-workdir"
+
+
+class WorkDirBusy(ResumeError):
+    """Another run holds the work directory."""
+
+
 class WorkDir:
     def __init__(self, path: Path):
         self.path = path
+        self._lock_fd: int | None = None
 
     @classmethod
     def for_output(cls, out: Path) -> "WorkDir":
         return cls(out.with_name(out.name + ".parts"))
-
-    @classmethod
-    def at(cls, path: str) -> "WorkDir":
-        return cls(Path(path))
 
     @property
     def plan_file(self) -> Path:
@@ -92,8 +100,39 @@ class WorkDir:
     def shard_path(self, index: int) -> Path:
         return self.path / f"shard-{index:06d}.part"
 
+    def acquire(self) -> None:
+        """Make the directory ours (refusing one that is not) and lock it for this process."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ResumeError(f"cannot use {self.path} as the work directory: it exists and is not a directory; move it away")
+        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / MARKER).is_file():
+            raise ResumeError(
+                f"{self.path} exists and is not a ner-batch work directory (no {MARKER} file in it): refusing to "
+                "delete or reuse it; move it away or choose another --out"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / MARKER).touch()
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise WorkDirBusy(
+                f"another ner-batch run (pid {holder}) is writing to this output ({self.path} is locked); "
+                "wait for it to finish or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
     def start(self, plan: dict[str, Any], resume: bool) -> dict[int, dict[str, Any]]:
-        """Create (or, resuming, check) the work directory; the finished shards' counts."""
+        """Lock the work directory and check (resuming) or reset it; the finished shards' counts."""
+        self.acquire()
         if resume and self.plan_file.is_file():
             previous = json.loads(self.plan_file.read_text())
             changed = sorted(k for k in set(plan) | set(previous) if plan.get(k) != previous.get(k))
@@ -103,9 +142,13 @@ class WorkDir:
                     "run again without --resume to start over"
                 )
             return self.finished()
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
+        for entry in self.path.iterdir():  # a fresh start: our own leftovers go, marker and lock stay
+            if entry.name in (MARKER, "lock"):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         write_atomic(self.plan_file, json.dumps(plan, indent=1, sort_keys=True))
         _fsync_dir(self.path.parent)
         return {}
@@ -141,4 +184,7 @@ class WorkDir:
         _fsync_dir(out.parent)
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the work directory (ours: it carries the marker) and drop the lock."""
+        if (self.path / MARKER).is_file():
+            shutil.rmtree(self.path, ignore_errors=True)
+        self.release()

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..batching import BatchSettings
@@ -205,8 +206,12 @@ def worker_main(settings: TagSettings, work_dir_path: str, tasks, results) -> No
                     return
                 yield shard
 
-        run_shards(tagger, from_queue(), WorkDir.at(work_dir_path), lambda stats: results.put(("done", stats)))
+        run_shards(tagger, from_queue(), WorkDir(Path(work_dir_path)), lambda stats: results.put(("done", stats)))
         results.put(("exit", None))
-    except BaseException:
-        results.put(("error", traceback.format_exc()))
+    except BaseException as exc:
+        # Our own errors (device, bundle) read as they do with one worker; anything else names its type.
+        known = type(exc).__name__ in ("DeviceError", "BundleError", "OutputError")
+        message = str(exc) if known else f"a worker failed: {type(exc).__name__}: {exc}"
+        results.put(("error", {"message": message.splitlines()[0] if message else type(exc).__name__,
+                               "traceback": traceback.format_exc()}))
 

@@ -56,6 +56,8 @@ class Bundle:
     manifest: dict[str, Any]
     labels: list[str]
     crf: dict[str, np.ndarray] | None  # transitions (L, L), start (L,), end (L,)
+    verify: bool = True
+    files: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> sha256, from the manifest
 
     @property
     def head(self) -> str:
@@ -66,15 +68,44 @@ class Bundle:
         return int(self.manifest["max_length"])
 
     def model_path(self, variant: str) -> Path:
+        """The variant's ONNX file: listed in the manifest, inside the bundle, and (when the
+        bundle was loaded with ``verify``) matching its checksum, hashed once per process."""
         if variant not in VARIANT_FILES:
             raise BundleError(f"expected a variant among {list(VARIANT_FILES)}, got {variant!r}")
         if variant not in self.manifest.get("variants", {}):
             raise BundleError(f"{self.path}: bundle has no {variant!r} variant (it has {list(self.manifest.get('variants', {}))})")
-        return self.path / VARIANT_FILES[variant]
+        name = VARIANT_FILES[variant]
+        path = self._listed(name)
+        if self.verify:
+            self._check(name)
+        return path
+
+    def _listed(self, name: str) -> Path:
+        if name not in self.files:
+            raise BundleError(f"{self.path}: {name} is not listed with a checksum in {MANIFEST}; refusing to load an "
+                              "unverified file; re-run `make export`")
+        path = self.path / name
+        if not path.is_file():
+            raise BundleError(f"{self.path}: expected {name} (listed in {MANIFEST}), found it missing; re-run `make export`")
+        if path.is_symlink() or path.resolve().parent != self.path.resolve():
+            raise BundleError(f"{self.path}: {name} is a link out of the bundle; expected a plain file inside it")
+        return path
+
+    def _check(self, name: str) -> None:
+        path = self.path / name
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key in _VERIFIED:
+            return
+        if sha256(path) != self.files[name]:
+            raise BundleError(f"{self.path}: {name} does not match its checksum in {MANIFEST} (corrupted or replaced); re-run `make export`")
+        _VERIFIED.add(key)
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> "Bundle":
-        """Read and check a bundle. ``verify`` also compares every file's sha256 with the manifest."""
+        """Read and check a bundle. Every file the runtime opens must be a plain name inside
+        the bundle, listed in the manifest with its sha256; ``verify`` compares the small files
+        now and a model file when :meth:`model_path` hands it out."""
         path = Path(path)
         if not path.is_dir():
             raise BundleError(f"expected a model bundle directory at {path}, found {'a file' if path.exists() else 'nothing'}; run `make export`")
@@ -83,43 +114,70 @@ class Bundle:
             raise BundleError(f"{path}: expected {MANIFEST} in a model bundle, found none; is this an export/ directory?")
         try:
             manifest = json.loads(mpath.read_text())
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise BundleError(f"{mpath}: expected JSON, found a parse error: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{mpath}: expected a JSON object, found {type(manifest).__name__}")
         if manifest.get("format") != FORMAT:
             raise BundleError(f"{mpath}: expected format {FORMAT!r}, found {manifest.get('format')!r}")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BundleError(
                 f"{mpath}: expected bundle format version {FORMAT_VERSION}, found {manifest.get('format_version')}; re-export it with this version"
             )
-        files: dict[str, str] = manifest.get("files", {})
-        for name, digest in files.items():
-            f = path / name
-            if not f.is_file():
-                raise BundleError(f"{path}: expected {name} (listed in {MANIFEST}), found it missing; re-run `make export`")
-            if verify and sha256(f) != digest:
-                raise BundleError(f"{path}: {name} does not match its checksum in {MANIFEST} (corrupted or replaced); re-run `make export`")
-        for name in (LABELS, TOKENIZER):
-            if name not in files:
-                raise BundleError(f"{path}: expected {name} in the bundle, found it missing from {MANIFEST}")
-        labels = json.loads((path / LABELS).read_text())
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise BundleError(f"{mpath}: expected 'files' to map file names to sha256 strings, found {type(files).__name__}")
+        for name in files:
+            if name in ("", ".", "..") or "/" in name or "\\" in name or name != Path(name).name or name == MANIFEST:
+                raise BundleError(f"{mpath}: expected plain file names inside the bundle in 'files', found {name!r}")
+        if not isinstance(manifest.get("variants", {}), dict):
+            raise BundleError(f"{mpath}: expected 'variants' to be an object, found {type(manifest.get('variants')).__name__}")
+        n = manifest.get("num_labels")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise BundleError(f"{mpath}: expected num_labels to be a positive integer, found {n!r}")
+        if not isinstance(manifest.get("max_length"), int) or manifest["max_length"] < 4:
+            raise BundleError(f"{mpath}: expected max_length to be an integer of at least 4, found {manifest.get('max_length')!r}")
+        bundle = cls(path, manifest, [], None, verify=verify, files=files)
+        for name in (LABELS, TOKENIZER) + ((CRF,) if manifest.get("head") == "crf" else ()):
+            bundle._listed(name)
+            if verify:
+                bundle._check(name)
+        labels = _read_json(path / LABELS)
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise BundleError(f"{path / LABELS}: expected a JSON list of label strings, found {type(labels).__name__}")
         try:
             labels = validate_labels(labels, where=f"{path / LABELS}")
         except ValueError as exc:
             raise BundleError(str(exc)) from None
-        n = int(manifest.get("num_labels", -1))
         if len(labels) != n:
             raise BundleError(f"{path}: expected {n} labels in {LABELS} (manifest num_labels), got {len(labels)}")
-        crf = None
+        bundle.labels = labels
         if manifest.get("head") == "crf":
-            if CRF not in files:
-                raise BundleError(f"{path}: a crf bundle needs {CRF}, found it missing")
-            raw = json.loads((path / CRF).read_text())
-            crf = {k: np.asarray(raw[k], dtype=np.float32) for k in ("transitions", "start", "end")}
+            raw = _read_json(path / CRF)
+            missing = [k for k in ("transitions", "start", "end") if not isinstance(raw, dict) or k not in raw]
+            if missing:
+                raise BundleError(f"{path / CRF}: expected keys transitions, start and end, found {missing} missing")
+            try:
+                crf = {k: np.asarray(raw[k], dtype=np.float32) for k in ("transitions", "start", "end")}
+            except (ValueError, TypeError) as exc:
+                raise BundleError(f"{path / CRF}: expected numbers, found {exc}") from None
             if crf["transitions"].shape != (n, n) or crf["start"].shape != (n,) or crf["end"].shape != (n,):
                 raise BundleError(
                     f"{path / CRF}: expected transitions ({n}, {n}), start ({n},), end ({n},), found "
                     f"{crf['transitions'].shape}, {crf['start'].shape}, {crf['end'].shape}"
                 )
+            bundle.crf = crf
         elif manifest.get("head") != "softmax":
             raise BundleError(f"{mpath}: expected head 'softmax' or 'crf', found {manifest.get('head')!r}")
-        return cls(path, manifest, labels, crf)
+        return bundle
+
+
+#: Model files whose checksum this process has verified: (resolved path, size, mtime_ns).
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{path}: expected JSON, found a parse error: {exc}") from None
