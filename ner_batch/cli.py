@@ -196,8 +196,9 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
               help="Output file; it appears complete or not at all. Work in progress lives in OUT.parts/.")
 @click.option("--input-format", type=click.Choice(["text", "jsonl", "conll"]), default=None,
               help="Force the input format [default: from the extension; .txt/other=text, .jsonl, .conll; .gz of any; - is jsonl].")
-@click.option("--output-format", type=click.Choice(["jsonl", "conll"]), default="jsonl", show_default=True,
-              help="jsonl: one record per document with character offsets; conll: word, label, score per line.")
+@click.option("--output-format", type=click.Choice(["jsonl", "conll", "stix"]), default="jsonl", show_default=True,
+              help="jsonl: one record per document with character offsets; conll: word, label, score per line; "
+                   "stix: one STIX 2.1 bundle per document and line (see `ner-batch convert --help` for the mapping).")
 @click.option("--variant", type=click.Choice(VARIANTS), default="opt", show_default=True, help=_variant_help())
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when ONNX Runtime can start it, else CPU (said once); cuda: fail if it cannot.")
@@ -222,6 +223,7 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
     are split into windows at word boundaries, never truncated. Kill it at any moment and
     run the same command with --resume: the output ends up identical.
     """
+    from .output.stix import StixUnavailable
     from .pipeline.inputs import InputError
     from .pipeline.run import OutputError, WorkerError, check_writable_file, tag_corpus
     from .pipeline.shards import ResumeError
@@ -236,7 +238,7 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
             input_format=input_format, output_format=output_format, resume=resume, shard_docs=shard_docs,
             token_budget=token_budget, max_batch=max_batch, progress=not quiet, say=lambda m: click.echo(m, err=True),
         )
-    except (InputError, OutputError, ResumeError, BundleError, DeviceError, WorkerError) as exc:
+    except (InputError, OutputError, ResumeError, BundleError, DeviceError, WorkerError, StixUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished shards are kept in {out}.parts/; run the same command with --resume", err=True)
@@ -247,23 +249,11 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
         Path(summary_json).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
 
 
-@main.command()
-@click.argument("tags_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--limit", type=click.IntRange(0), default=20, show_default=True, help="Entities to print (0: all).")
-@click.option("--min-score", type=float, default=0.0, show_default=True, help="Only entities scored at least this.")
-def show(tags_file, limit, min_score) -> None:
-    """Print the entities of a tags.jsonl file (or tags.jsonl.gz) as a readable table.
-
-    Ids and entity texts are printed with control characters escaped, so that nothing in a
-    document can move the cursor or clear the terminal. Lines that are not JSON records are
-    skipped and counted.
-    """
+def _records(tags_file, skipped: list[int]):
+    """The JSON records of a tags.jsonl(.gz) file; line numbers of lines that are not records go to ``skipped``."""
     import gzip
 
-    from .pipeline.records import _one_line
-
     opener = gzip.open if str(tags_file).endswith(".gz") else open
-    shown, skipped = 0, []
     try:
         with opener(tags_file, "rt", encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, start=1):
@@ -271,38 +261,132 @@ def show(tags_file, limit, min_score) -> None:
                     continue
                 if lineno == 1 and line.startswith("# id = "):
                     raise click.ClickException(
-                        f"{tags_file} is CoNLL output (--output-format conll); show reads the JSONL records that "
+                        f"{tags_file} is CoNLL output (--output-format conll); this command reads the JSONL records that "
                         "`ner-batch tag` writes by default")
                 try:
                     rec = json.loads(line)
                 except (ValueError, RecursionError):
                     rec = None
-                if not isinstance(rec, dict):
+                if not isinstance(rec, dict) or rec.get("type") == "bundle":
                     skipped.append(lineno)
                     continue
-                rid = _one_line(str(rec.get("id", f"line {lineno}")))
-                if rec.get("error"):
-                    click.echo(f"{rid}: ERROR {_one_line(str(rec['error']))}")
-                    continue
-                entities = rec.get("entities") if isinstance(rec.get("entities"), list) else []
-                for ent in entities:
-                    if not isinstance(ent, dict):
-                        continue
-                    score = ent.get("score")
-                    if min_score and not (isinstance(score, (int, float)) and score >= min_score):
-                        continue
-                    if limit and shown >= limit:
-                        return
-                    doc = rid.rsplit("/", 1)[-1]
-                    score_s = f"{score:.3f}" if isinstance(score, (int, float)) else "  -  "
-                    click.echo(f"{doc[:24]:<24} {ent.get('start', '?'):>7}-{ent.get('end', '?'):<7} "
-                               f"{_one_line(str(ent.get('label', '?'))):<9} {score_s}  {_one_line(str(ent.get('text', '')))}")
-                    shown += 1
+                yield rec
     except (OSError, EOFError) as exc:
         raise click.ClickException(f"cannot read {tags_file}: {exc}") from None
+
+
+@main.command()
+@click.argument("tags_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--limit", type=click.IntRange(0), default=20, show_default=True, help="Entities to print (0: all).")
+@click.option("--min-score", type=float, default=0.0, show_default=True, help="Only entities scored at least this.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
+              help="Write one self-contained HTML page instead (no network): entities highlighted by type, a legend "
+                   "that filters by type, scores on hover, counts.")
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True, help="With --html: which page of documents.")
+@click.option("--per-page", type=click.IntRange(1), default=200, show_default=True, help="With --html: documents per page.")
+def show(tags_file, limit, min_score, html_out, page, per_page) -> None:
+    """Print the entities of a tags.jsonl file (or tags.jsonl.gz) as a readable table, or
+    write them as an HTML page (--html).
+
+    Ids and entity texts are printed with control characters escaped, so that nothing in a
+    document can move the cursor or clear the terminal. Lines that are not JSON records are
+    skipped and counted.
+    """
+    from .pipeline.records import _one_line
+
+    skipped: list[int] = []
+    try:
+        if html_out:
+            from .output.html import render
+
+            page_html, info = render(_records(tags_file, skipped), title=f"ner-batch: {Path(tags_file).name}", page=page,
+                                     per_page=per_page)
+            _write_atomic(Path(html_out), page_html)
+            click.echo(f"wrote {html_out}: {info['shown']} of {info['documents']} documents (page {info['page']} of "
+                       f"{info['pages']}), {sum(info['entities'].values())} entities", err=True)
+            return
+        shown = 0
+        for rec in _records(tags_file, skipped):
+            rid = _one_line(str(rec.get("id", "?")))
+            if rec.get("error"):
+                click.echo(f"{rid}: ERROR {_one_line(str(rec['error']))}")
+                continue
+            entities = rec.get("entities") if isinstance(rec.get("entities"), list) else []
+            for ent in entities:
+                if not isinstance(ent, dict):
+                    continue
+                score = ent.get("score")
+                if min_score and not (isinstance(score, (int, float)) and score >= min_score):
+                    continue
+                if limit and shown >= limit:
+                    return
+                doc = rid.rsplit("/", 1)[-1]
+                score_s = f"{score:.3f}" if isinstance(score, (int, float)) else "  -  "
+                click.echo(f"{doc[:24]:<24} {ent.get('start', '?'):>7}-{ent.get('end', '?'):<7} "
+                           f"{_one_line(str(ent.get('label', '?'))):<9} {score_s}  {_one_line(str(ent.get('text', '')))}")
+                shown += 1
     finally:
         if skipped:
             click.echo(f"skipped {len(skipped)} line(s) that are not JSON records (first: line {skipped[0]})", err=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from .pipeline.run import OutputError, check_writable_file
+
+    try:
+        check_writable_file(path, "output")
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+@main.command()
+@click.argument("tags_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--to", "to", type=click.Choice(["stix"]), default="stix", show_default=True, help="Output format.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output file, one bundle per line.")
+def convert(tags_file, to, out) -> None:
+    """Turn existing ner-batch records (tags.jsonl, or .gz) into STIX 2.1 bundles, without re-tagging.
+
+    \b
+    One bundle per record and line, in order: a report for the document and one object per
+    distinct entity. DNRTI types map to: HackOrg -> intrusion-set; Tool -> tool; SamFile ->
+    file; SecTeam, Org -> identity (organization); Idus -> identity (class, with sectors);
+    Area -> location (country or region, when the name is known); Exp -> vulnerability (with
+    a CVE reference); OffAct, Way -> attack-pattern; Time, Purp, Features -> no object. Every
+    mention, with its offsets and score, stays in the report's x_ner_batch_entities. Ids are
+    deterministic, so platforms merge the same entity across documents and runs.
+    """
+    import time
+
+    from .output.stix import StixBuilder, StixUnavailable
+    from .pipeline.records import one_line
+
+    try:
+        builder = StixBuilder(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    except StixUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    skipped: list[int] = []
+    lines = (one_line(builder.bundle(rec)) + "\n" for rec in _records(tags_file, skipped))
+    out = Path(out)
+    if out.exists() and Path(tags_file).resolve() == out.resolve():
+        raise click.ClickException(f"--out {out} is the input file; choose another output path")
+    from .pipeline.run import OutputError, check_writable_file
+
+    try:
+        check_writable_file(out, "output")
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
+    tmp = out.with_name(out.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line)
+            n += 1
+    tmp.replace(out)
+    click.echo(f"wrote {n} STIX bundle(s) to {out}" + (f"; skipped {len(skipped)} line(s) that are not records "
+                                                       f"(first: line {skipped[0]})" if skipped else ""), err=True)
 
 
 @main.command("export")

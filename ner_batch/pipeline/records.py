@@ -59,9 +59,14 @@ _LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085", "\x
 _LINE_BREAKS_TABLE = str.maketrans(_LINE_BREAKS)
 
 
+def one_line(serialized_json: str) -> str:
+    """Serialized JSON with the characters that some readers take for line breaks escaped."""
+    return serialized_json.translate(_LINE_BREAKS_TABLE)
+
+
 def to_jsonl(rec: dict[str, Any]) -> str:
     """One JSON line; it splits into exactly one line under every line reader."""
-    return json.dumps(rec, ensure_ascii=False).translate(_LINE_BREAKS_TABLE) + "\n"
+    return one_line(json.dumps(rec, ensure_ascii=False)) + "\n"
 
 
 def to_conll(rec: dict[str, Any], words: Sequence[Sequence[str]], tags: Sequence[SentenceTags]) -> str:

@@ -195,8 +195,13 @@ def tag_corpus(
     loaded = Bundle.load(bundle)
     workers = max(1, int(workers))
     per_worker_threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    if output_format == "stix":
+        from ..output.stix import _stix2
+
+        _stix2()  # a missing library fails here, before any work
     settings = TagSettings(str(loaded.path), variant, device, per_worker_threads, token_budget, max_batch,
-                           output_format=output_format, verify=False)  # verified just above
+                           output_format=output_format, verify=False,  # verified just above
+                           stix_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     loaded.model_path(variant)  # a missing variant fails here, before any work
     cores = os.cpu_count() or 1
     if workers > cores or (threads and threads * workers > cores):

@@ -22,7 +22,7 @@ from ..runtime.bundle import Bundle
 from ..runtime.tagger import Tagger
 from ..tagging import Plan, TagStats
 from .inputs import Document
-from .records import error_record, record, to_conll, to_jsonl
+from .records import error_record, one_line, record, to_conll, to_jsonl
 from .segment import Span, split_document
 from .shards import Shard, write_atomic
 
@@ -37,8 +37,9 @@ class TagSettings:
     threads: int = 0
     token_budget: int = 8192
     max_batch: int = 32
-    output_format: str = "jsonl"
+    output_format: str = "jsonl"  # jsonl, conll or stix
     verify: bool = True  # check the bundle's checksums (the parent process did it already for workers)
+    stix_time: str = ""  # created/modified/published of STIX objects: the run's start
 
     @property
     def batching(self) -> BatchSettings:
@@ -88,6 +89,18 @@ class ShardTagger:
         self.settings = settings
         bundle = Bundle.load(settings.bundle, verify=settings.verify)
         self.tagger = Tagger(bundle, settings.variant, settings.device, settings.threads, batching=settings.batching, say=say)
+        self.stix = None
+        if settings.output_format == "stix":
+            from ..output.stix import StixBuilder
+
+            self.stix = StixBuilder(settings.stix_time)
+
+    def _format(self, rec: dict[str, Any], words, tags) -> str:
+        if self.settings.output_format == "conll":
+            return to_conll(rec, words, tags)
+        if self.stix is not None:
+            return one_line(self.stix.bundle(rec)) + "\n"
+        return to_jsonl(rec)
 
     def prepare(self, shard: Shard) -> Prepared:
         t0 = time.perf_counter()
@@ -119,12 +132,11 @@ class ShardTagger:
                  "word_pieces": cost.word_pieces, "entities": 0, "padded_positions": cost.padded_positions,
                  "positions": cost.positions, "windows": cost.windows, "seconds_prepare": prep.seconds,
                  "seconds_model": cost.seconds_model, "seconds_decode": cost.seconds_decode}
-        conll = self.settings.output_format == "conll"
         for part in prep.parts:
             if part.doc.error is not None:
                 rec = error_record(part.doc)
                 stats["errors"] += 1
-                out.append(to_conll(rec, [], []) if conll else to_jsonl(rec))
+                out.append(self._format(rec, [], []))
                 continue
             k0, k1 = part.first_sentence, part.first_sentence + len(part.words)
             doc_tags = tags[k0:k1]
@@ -132,7 +144,7 @@ class ShardTagger:
             stats["sentences"] += rec["counts"]["sentences"]
             stats["words"] += rec["counts"]["words"]
             stats["entities"] += rec["counts"]["entities"]
-            out.append(to_conll(rec, part.words, doc_tags) if conll else to_jsonl(rec))
+            out.append(self._format(rec, part.words, doc_tags))
         stats["seconds_records"] = time.perf_counter() - t_post
         return "".join(out), stats
 
