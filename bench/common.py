@@ -68,3 +68,44 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": cpu, "cpu_features": cpu_info(), "cores": os.cpu_count(), "memory": mem, "python": platform.python_version(),
             "platform": platform.platform(), "gpu": "none", "versions": versions}
+
+
+class RssSampler:
+    """Peak of the summed RSS of this process and of the processes whose command line
+    ``match`` accepts (worker processes, Ray's actors and daemons), sampled every 0.1 s."""
+
+    def __init__(self, match: Callable[[str], bool], every: float = 0.1):
+        import threading
+
+        self.match, self.every, self.peak_mb = match, every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total_mb(self) -> float:
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if int(entry.name) != os.getpid() and not self.match(cmd):
+                    continue
+                for line in (entry / "status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+        return total / 1024.0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak_mb = max(self.peak_mb, self._total_mb())
+
+    def __enter__(self) -> "RssSampler":
+        self.peak_mb = self._total_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

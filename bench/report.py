@@ -33,6 +33,10 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if fp32 and int8:
             d = fp32["f1"] - int8["f1"]
             add("int8 test F1 vs fp32", f"{int8['f1']:.2f} vs {fp32['f1']:.2f} ({-d:+.2f})", "within 0.5 point", abs(d) <= 0.5)
+    local, on_ray = _find(rows, "engines", "ner-batch int8, 2 workers, engine local"), _find(rows, "engines", "ner-batch int8, 2 workers, engine ray")
+    if local and on_ray:
+        slower = local[0]["sentences_per_s"] / on_ray[0]["sentences_per_s"] - 1
+        add("--engine ray vs local, 2 workers, start-up excluded", f"{slower:+.1%} time", "at most 10% slower", slower <= 0.10)
     roof = _find(rows, "roofline", "ner-batch fp32")
     if roof:
         add("fp32 encoder share of the roofline", f"{roof[0]['share']:.0%}", ">= 75%", roof[0]["share"] >= 0.75)
@@ -60,7 +64,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# ner-batch benchmark — {result['started']}",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, no GPU; Python {m['python']}; "
+        f"Machine: {m['cpu']} ({m.get('cpu_features', {}).get('class', '?')}: {', '.join(m.get('cpu_features', {}).get('flags', []))}), "
+        f"{m['cores']} cores, {m['memory']}, no GPU; Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"Command: `{result['command']}` ({result['seconds']:.0f} s). Timing corpus: {result['timing_corpus']}; "
         f"median of {result['repeats']} timed runs after a warm-up. Ratios are against `{BASELINE}` in this run.",
@@ -84,6 +89,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "| roofline | matmul GFLOP/s | MFLOP/token | compute-bound tokens/s | measured word pieces/s | share |", "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['system']} | {r['matmul_gflops']} | {r['mflops_per_token']} | {r['roofline_tokens_per_s']:,.0f} | "
                   f"{r['word_pieces_per_s']:,.0f} | {r['share']:.0%} |" for r in roof]
+    eng = [r for r in rows if r["section"] == "engines"]
+    if eng:
+        lines += ["", "| engines (same corpus, cores, workers) | sentences/s | median s | peak RSS MB (driver + workers/actors + Ray) | same output |",
+                  "|---|---:|---:|---:|---|"]
+        lines += [f"| {r['system']} | {r['sentences_per_s']:,.1f} | {r['median_s']} | {r['peak_rss_mb']} | {r.get('same_output_as_local', '')} |"
+                  for r in eng]
+        if result.get("extra", {}).get("ray_startup_s") is not None:
+            lines.append(f"\nRay start-up (`ray.init`, a local Ray), timed apart: {result['extra']['ray_startup_s']} s.")
     sc = [r for r in rows if r["section"] == "scaling"]
     if sc:
         lines += ["", "| scaling | sentences | sentences/s | process s | peak RSS MB | padding |", "|---|---:|---:|---:|---:|---:|"]

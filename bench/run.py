@@ -321,6 +321,50 @@ class Bench:
             corpus.unlink(missing_ok=True)
 
 
+    def engines(self, data: Data, bundle: Path, variant: str = "int8", workers: int = 2) -> None:
+        """--engine ray against local worker processes: same corpus, cores, workers; Ray's
+        start-up timed apart; interleaved rounds; peak RSS of driver + workers/actors + Ray."""
+        try:
+            import ray
+        except ImportError:
+            log("engines: the [ray] extra is not installed; skipped")
+            return
+        from common import RssSampler
+
+        from ner_batch.pipeline.run import tag_corpus
+
+        corpus = write_jsonl(self.tmp / "engines.jsonl", ({"id": f"s{i}", "tokens": t} for i, t in enumerate(data.timing)))
+        warm = write_jsonl(self.tmp / "engines-warm.jsonl", ({"id": f"w{i}", "tokens": t} for i, t in enumerate(data.timing[:64])))
+        t0 = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        startup = time.perf_counter() - t0
+        self.extra["ray_startup_s"] = round(startup, 2)
+        try:
+            kinds = {"local": {}, "ray": {"engine": "ray"}}
+            outs = {k: self.tmp / f"engines-{k}.jsonl" for k in kinds}
+            for k, kw in kinds.items():
+                tag_corpus([str(warm)], bundle, outs[k], variant=variant, workers=workers, progress=False, say=lambda m: None, **kw)
+            times: dict[str, list[float]] = {k: [] for k in kinds}
+            peaks: dict[str, float] = {k: 0.0 for k in kinds}
+            for _ in range(self.args.repeats):
+                for k, kw in kinds.items():
+                    with RssSampler(lambda cmd: "ner-batch-worker" in cmd or "multiprocessing" in cmd or "ray" in cmd) as rss:
+                        t1 = time.perf_counter()
+                        s = tag_corpus([str(corpus)], bundle, outs[k], variant=variant, workers=workers, progress=False,
+                                       say=lambda m: None, **kw)
+                        times[k].append(time.perf_counter() - t1)
+                    peaks[k] = max(peaks[k], rss.peak_mb)
+            same = outs["local"].read_bytes() == outs["ray"].read_bytes()
+            for k in kinds:
+                med = statistics.median(times[k])
+                self.row("engines", f"ner-batch {variant}, {workers} workers, engine {k}", s.sentences, s.word_pieces,
+                         {"median_s": med, "runs_s": [round(t, 3) for t in times[k]]}, peak_rss_mb=round(peaks[k], 1),
+                         **({"startup_s": round(startup, 2), "same_output_as_local": same} if k == "ray" else {}))
+            log(f"engines    ray start-up {startup:.1f}s; ray/local time {statistics.median(times['ray']) / statistics.median(times['local']):.3f}")
+        finally:
+            ray.shutdown()
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -333,7 +377,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per row (median reported)")
     ap.add_argument("--raw-mb", type=float, default=2.0, help="MB of raw text")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
-    ap.add_argument("--sections", nargs="+", default=["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling"])
+    ap.add_argument("--sections", nargs="+", default=["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines"])
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
 
@@ -368,6 +412,8 @@ def main(argv=None) -> int:
         bench.raw_text(data, export / "softmax", hf_dir)
     if "scaling" in args.sections:
         bench.scaling(data, export / "softmax", "int8")
+    if "engines" in args.sections:
+        bench.engines(data, export / "softmax")
 
     from report import write_report
 

@@ -205,6 +205,11 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Worker processes, each with its own ONNX Runtime session; CPU threads are split between them.")
 @click.option("--threads", type=click.IntRange(0), default=0, help="ONNX Runtime threads per worker [default: cores / workers].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: worker processes on this machine; ray: the same shards on Ray actors (needs ner-batch[ray]); "
+                   "--workers is the actor count, --threads the CPUs per actor, --device cuda one GPU per actor.")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join with --engine ray [default: $RAY_ADDRESS, else a local Ray started for the run].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same inputs and settings (OUT.parts/).")
 @click.option("--shard-docs", type=click.IntRange(1), default=512, show_default=True,
               help="Documents per shard, at most (a shard also stops at ~128K characters); the unit of resume and of work per worker.")
@@ -212,8 +217,8 @@ def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):
 @click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True, help="Windows per batch, at most.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Also write the final summary as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
-def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, workers, threads, resume, shard_docs,
-        token_budget, max_batch, summary_json, quiet) -> None:
+def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, workers, threads, engine, ray_address, resume,
+        shard_docs, token_budget, max_batch, summary_json, quiet) -> None:
     """Tag INPUT... (directories, files, or - for standard input) into one output file.
 
     \b
@@ -225,6 +230,7 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
     """
     from .output.stix import StixUnavailable
     from .pipeline.inputs import InputError
+    from .pipeline.ray_engine import RayEngineError
     from .pipeline.run import OutputError, WorkerError, check_writable_file, tag_corpus
     from .pipeline.shards import ResumeError
     from .runtime.bundle import BundleError
@@ -237,8 +243,9 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
             inputs, bundle_dir, out, variant=variant, device=device, workers=workers, threads=threads,
             input_format=input_format, output_format=output_format, resume=resume, shard_docs=shard_docs,
             token_budget=token_budget, max_batch=max_batch, progress=not quiet, say=lambda m: click.echo(m, err=True),
+            engine=engine, ray_address=ray_address,
         )
-    except (InputError, OutputError, ResumeError, BundleError, DeviceError, WorkerError, StixUnavailable) as exc:
+    except (InputError, OutputError, ResumeError, BundleError, DeviceError, WorkerError, StixUnavailable, RayEngineError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished shards are kept in {out}.parts/; run the same command with --resume", err=True)

@@ -24,7 +24,7 @@ def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
         (export / head).symlink_to(path)
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
-           "--repeat", "1", "--repeats", "1", "--scales", "1", "2", "--sections", "ner-batch", "decode", "scaling", "--out", str(out)]
+           "--repeat", "1", "--repeats", "1", "--scales", "1", "2", "--sections", "ner-batch", "decode", "scaling", "engines", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((out / "latest.json").read_text())
@@ -38,6 +38,10 @@ def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
     assert any(t["target"].startswith("NumPy Viterbi") for t in result["targets"])
     assert "| target | value | goal | met |" in (out / "latest.md").read_text()
     assert (out / "latest.png").stat().st_size > 1000
+    engines = [r for r in result["rows"] if r["section"] == "engines"]
+    if engines:  # with the [ray] extra
+        assert [r["system"].rsplit(" ", 1)[-1] for r in engines] == ["local", "ray"]
+        assert engines[1]["same_output_as_local"] is True and engines[1]["peak_rss_mb"] > 0
 
 
 @pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")

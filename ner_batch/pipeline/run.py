@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .. import __version__
 from ..runtime.bundle import MANIFEST, Bundle
+from ..runtime.session import device_id_for_worker, gpu_count
 from .inputs import Source, count_documents, discover, read_documents
 from .shards import ResumeError, Shard, WorkDir, plan_shards  # noqa: F401 (ResumeError re-exported)
 from .worker import ShardTagger, TagSettings, run_shards, worker_main
@@ -177,6 +178,8 @@ def tag_corpus(
     max_batch: int = 32,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> Summary:
     """Tag every document of ``inputs`` into ``out``; see the module docstring."""
     say = say or (lambda m: print(m, file=sys.stderr))
@@ -199,6 +202,12 @@ def tag_corpus(
         from ..output.stix import _stix2
 
         _stix2()  # a missing library fails here, before any work
+    if engine not in ("local", "ray"):
+        raise ValueError(f"expected engine 'local' or 'ray', got {engine!r}")
+    if engine == "ray":
+        from .ray_engine import _ray
+
+        _ray()  # a missing extra fails here, before any work
     settings = TagSettings(str(loaded.path), variant, device, per_worker_threads, token_budget, max_batch,
                            output_format=output_format, verify=False,  # verified just above
                            stix_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -217,20 +226,22 @@ def tag_corpus(
         work.release()
         raise
     try:
-        return _tag(sources, settings, work, out, finished, workers, variant, shard_docs, shard_chars, progress, say, started)
+        return _tag(sources, settings, work, out, finished, workers, variant, shard_docs, shard_chars, progress, say, started,
+                    engine, ray_address)
     finally:
         work.release()
 
 
 def _tag(sources, settings: TagSettings, work: WorkDir, out: Path, finished, workers: int, variant: str,
-         shard_docs: int, shard_chars: int, progress: bool, say, started: float) -> Summary:
+         shard_docs: int, shard_chars: int, progress: bool, say, started: float, engine: str = "local",
+         ray_address: str | None = None) -> Summary:
     from tqdm.auto import tqdm
 
     summary = Summary(workers=workers, variant=variant, output=str(out))
     for stats in finished.values():
         summary.add(stats)
     summary.resumed_shards = len(finished)
-    tagger = ShardTagger(settings, say=say) if workers == 1 else None  # says its device note before the bar
+    tagger = ShardTagger(settings, say=say) if workers == 1 and engine == "local" else None  # says its device note before the bar
     total = count_documents(sources)
     bar = tqdm(total=total, unit="doc", desc="tagging", disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     n_shards = [0]
@@ -256,7 +267,11 @@ def _tag(sources, settings: TagSettings, work: WorkDir, out: Path, finished, wor
             bar.set_postfix_str(f"{fresh_words[0] / max(elapsed, 1e-9):,.0f} words/s, {summary.entities:,} entities", refresh=False)
 
     try:
-        if tagger is not None:
+        if engine == "ray":
+            from .ray_engine import run_ray
+
+            summary.device = run_ray(settings, work, todo(), on_done, workers, ray_address, say)
+        elif tagger is not None:
             summary.device = tagger.tagger.model.device
             run_shards(tagger, todo(), work, on_done)
         else:
@@ -275,7 +290,9 @@ def _run_workers(settings: TagSettings, work: WorkDir, shards: Iterator[Shard], 
     ctx = mp.get_context("spawn")
     tasks = ctx.Queue(maxsize=workers)
     results = ctx.Queue()
-    procs = [ctx.Process(target=worker_main, args=(settings, str(work.path), tasks, results), daemon=True, name=f"ner-batch-worker-{i}")
+    gpus = gpu_count() if settings.device in ("auto", "cuda") else 0
+    procs = [ctx.Process(target=worker_main, args=(dataclasses.replace(settings, device_id=device_id_for_worker(i, gpus)),
+                                                   str(work.path), tasks, results), daemon=True, name=f"ner-batch-worker-{i}")
              for i in range(workers)]
     for p in procs:
         p.start()

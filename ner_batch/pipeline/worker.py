@@ -40,6 +40,7 @@ class TagSettings:
     output_format: str = "jsonl"  # jsonl, conll or stix
     verify: bool = True  # check the bundle's checksums (the parent process did it already for workers)
     stix_time: str = ""  # created/modified/published of STIX objects: the run's start
+    device_id: int = 0  # the CUDA device this worker opens (round-robin over GPUs for local workers)
 
     @property
     def batching(self) -> BatchSettings:
@@ -88,7 +89,8 @@ class ShardTagger:
     def __init__(self, settings: TagSettings, say: Callable[[str], None] | None = None):
         self.settings = settings
         bundle = Bundle.load(settings.bundle, verify=settings.verify)
-        self.tagger = Tagger(bundle, settings.variant, settings.device, settings.threads, batching=settings.batching, say=say)
+        self.tagger = Tagger(bundle, settings.variant, settings.device, settings.threads, batching=settings.batching,
+                             device_id=settings.device_id, say=say)
         self.stix = None
         if settings.output_format == "stix":
             from ..output.stix import StixBuilder

@@ -53,6 +53,29 @@ def choose_providers(device: str, available: Sequence[str]) -> ProviderChoice:
     return ProviderChoice([CPU], f"device auto: ONNX Runtime has no {CUDA} here (providers: {', '.join(available)}); running on CPU")
 
 
+def gpu_count() -> int:
+    """GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi -L``, else 0."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return 0
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU ")) if out.returncode == 0 else 0
+
+
+def device_id_for_worker(worker: int, gpus: int) -> int:
+    """The CUDA device a local worker opens: round-robin over the machine's GPUs."""
+    return worker % gpus if gpus > 0 else 0
+
+
 def session_options(threads: int = 0):
     import onnxruntime as ort
 
@@ -98,18 +121,21 @@ def cuda_failure_reason(log: str) -> str:
     return "no GPU, or CUDA/cuDNN libraries missing"
 
 
-def create_session(model_path: str | Path, device: str = "auto", threads: int = 0, *, say: Callable[[str], None] | None = None):
-    """An InferenceSession on the chosen device; ``say`` receives the one-line device note."""
+def create_session(model_path: str | Path, device: str = "auto", threads: int = 0, *, device_id: int = 0,
+                   say: Callable[[str], None] | None = None):
+    """An InferenceSession on the chosen device (CUDA device ``device_id``); ``say`` receives
+    the one-line device note."""
     import onnxruntime as ort
 
     say = say or (lambda msg: print(msg, file=sys.stderr))
     choice = choose_providers(device, ort.get_available_providers())
+    providers: list = [(CUDA, {"device_id": int(device_id)}) if p == CUDA else p for p in choice.providers]
     log = ""
     if CUDA in choice.providers:  # a failed CUDA start logs several raw lines: keep them, say the reason once
         ort.set_default_logger_severity(3)
         try:
             session, log = _captured_stderr(
-                lambda: ort.InferenceSession(str(model_path), session_options(threads), providers=choice.providers))
+                lambda: ort.InferenceSession(str(model_path), session_options(threads), providers=providers))
         finally:
             ort.set_default_logger_severity(2)
     else:
@@ -131,8 +157,8 @@ class EmissionModel:
 
     INPUTS = ("input_ids", "attention_mask", "word_index", "word_mask")
 
-    def __init__(self, model_path: str | Path, device: str = "auto", threads: int = 0, say=None):
-        self.session = create_session(model_path, device, threads, say=say)
+    def __init__(self, model_path: str | Path, device: str = "auto", threads: int = 0, say=None, device_id: int = 0):
+        self.session = create_session(model_path, device, threads, device_id=device_id, say=say)
         self.on_cuda = CUDA in self.session.get_providers()
         # A softmax graph does not read word_mask, and the exporter drops unused inputs.
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -31,11 +31,12 @@ class Tagger(SentenceTagger):
         threads: int = 0,
         *,
         batching: BatchSettings | None = None,
+        device_id: int = 0,
         say: Callable[[str], None] | None = None,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.variant = variant
-        self.model = EmissionModel(self.bundle.model_path(variant), device, threads, say=say)
+        self.model = EmissionModel(self.bundle.model_path(variant), device, threads, say=say, device_id=device_id)
         labels = self.bundle.labels
         dim = self.model.session.get_outputs()[0].shape[-1]
         if isinstance(dim, int) and dim != len(labels):
