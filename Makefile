@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 SOFTMAX_ARGS ?= --epochs 12 --lr 2e-4 --batch-size 16 --patience 4
 CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4
 
-.PHONY: install test test-all train train-softmax train-crf export demo bench bench-cuts clean
+.PHONY: install test test-all train train-softmax train-crf export demo bench bench-cuts bench-formats clean
 
 install: $(STAMP)
 
@@ -79,6 +79,10 @@ bench: install
 # joined, and entity changes under other cuts. Writes bench/results/cuts.{json,md}.
 bench-cuts: install
 	$(PY) bench/cuts.py --data $(DATA)
+
+# Cost of --output-format stix against jsonl and conll; STIX bundles of examples/corpus validated.
+bench-formats: install
+	$(PY) bench/formats.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -60,3 +60,16 @@ def test_bench_cuts_smoke(tmp_path, tiny_bundles):
     assert all(c["documents_changed"] == 0 for c in int8["cuts"].values())  # batch-independent on real DNRTI too
     assert int8["sentences_per_s"] > 0 and 0 <= int8["joined20_f1"] <= 100
     assert "| bundle | variant | sentences/s |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
+def test_bench_formats_smoke(tmp_path, tiny_bundles):
+    pytest.importorskip("stix2")
+    out = tmp_path / "results" / "formats"
+    cmd = [sys.executable, str(ROOT / "bench" / "formats.py"), "--bundle", str(tiny_bundles["crf"][0]), "--data", str(DNRTI),
+           "--repeats", "1", "--repeat-corpus", "1", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [r["format"] for r in result["rows"]] == ["jsonl", "conll", "stix"]
+    assert result["examples"]["bundles"] >= 4 and result["examples"]["objects"] >= result["examples"]["bundles"]
