@@ -92,3 +92,17 @@ def tiny_bundles(tmp_path_factory, tokenizer):
                                 check_sentences=CHECK_SENTENCES, eval_split=("tiny", sents, [True, False]), log=lambda m: None)
         out[head] = (root / head, model, manifest)
     return out
+
+
+def interrupt_after_first_shard(monkeypatch):
+    """Make the next `tag` run stop (as Ctrl-C would) right after its first shard is recorded."""
+    from ner_batch.pipeline.shards import WorkDir
+
+    original = WorkDir.mark_done
+
+    def mark_done(self, stats):
+        original(self, stats)
+        monkeypatch.setattr(WorkDir, "mark_done", original)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(WorkDir, "mark_done", mark_done)

@@ -13,6 +13,8 @@ import random
 
 import pytest
 
+from conftest import interrupt_after_first_shard
+
 from ner_batch.pipeline.run import tag_corpus
 from ner_batch.runtime.bundle import BATCH_INDEPENDENT
 
@@ -61,19 +63,6 @@ def same_output(ref, got, cut):
             assert abs(ea["score"] - eb["score"]) <= 1e-4 + 1e-12, (cut, a["id"], ea, eb)
 
 
-def _interrupt_after_first_shard(monkeypatch):
-    from ner_batch.pipeline.shards import WorkDir
-
-    original = WorkDir.mark_done
-
-    def mark_done(self, stats):
-        original(self, stats)
-        monkeypatch.setattr(WorkDir, "mark_done", original)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(WorkDir, "mark_done", mark_done)
-
-
 def test_the_claim_is_what_the_docs_say():
     assert BATCH_INDEPENDENT == ("fp32", "opt", "int8")
 
@@ -96,7 +85,7 @@ def test_same_entities_under_every_cut(tmp_path, tiny_bundles, monkeypatch, vari
         same_output(ref, read(out), cut)
     # interrupted after its first shard, then resumed
     out = tmp_path / "resumed.jsonl"
-    _interrupt_after_first_shard(monkeypatch)
+    interrupt_after_first_shard(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         tag_corpus([str(corpus)], bundle, out, shard_docs=4, **quiet)
     summary = tag_corpus([str(corpus)], bundle, out, shard_docs=4, resume=True, **quiet)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import interrupt_after_first_shard
 from click.testing import CliRunner
 
 from ner_batch.cli import main
@@ -203,20 +205,6 @@ def test_two_workers_equal_one(tmp_path, bundle):
     assert summary.documents == 10 and summary.shards == 4 and summary.workers == 2
 
 
-def _interrupt_after_first_shard(monkeypatch):
-    """Make the next run stop (as Ctrl-C would) right after its first shard is recorded."""
-    from ner_batch.pipeline.shards import WorkDir
-
-    original = WorkDir.mark_done
-
-    def mark_done(self, stats):
-        original(self, stats)
-        monkeypatch.setattr(WorkDir, "mark_done", original)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(WorkDir, "mark_done", mark_done)
-
-
 @pytest.mark.parametrize("change, key", [
     (["--variant", "fp32"], "variant"), (["--token-budget", "512"], "token_budget"), (["--max-batch", "4"], "max_batch"),
     (["--shard-docs", "2"], "shard_docs"), (["--output-format", "conll"], "output_format"), (["--device", "cpu"], "device"),
@@ -227,7 +215,7 @@ def test_resume_refuses_each_changed_setting_by_name(tmp_path, bundle, monkeypat
     make_corpus(corpus, 6)
     out = tmp_path / "o.jsonl"
     args = [str(corpus), "--bundle", bundle, "--out", str(out), "--shard-docs", "3", "-q"]
-    _interrupt_after_first_shard(monkeypatch)
+    interrupt_after_first_shard(monkeypatch)
     res = run_tag(args)
     assert res.exit_code == 130 and "--resume" in res.output and not out.exists()
     res = run_tag([*args, *change, "--resume"])
