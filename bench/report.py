@@ -6,49 +6,49 @@ import json
 from pathlib import Path
 from typing import Any
 
-BASELINE = "HF pipeline (PyTorch eager), batch 32"
 
 
 def _find(rows, section, prefix):
     return [r for r in rows if r["section"] == section and r["system"].startswith(prefix)]
 
 
+def best_peer(rows: list[dict[str, Any]], precision: str) -> dict[str, Any] | None:
+    peers = [r for r in rows if r.get("peer") and r.get("precision") == precision]
+    return max(peers, key=lambda r: r["sentences_per_s"], default=None)
+
+
 def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    base = _find(rows, "softmax", BASELINE)
     out: list[dict[str, Any]] = []
 
     def add(name, value, goal, met, note=""):
         out.append({"target": name, "value": value, "goal": goal, "met": bool(met), "note": note})
 
-    if base:
-        b = base[0]["sentences_per_s"]
-        fp32 = max(_find(rows, "softmax", "ner-batch fp32"), key=lambda r: r["sentences_per_s"], default=None)
-        int8 = max(_find(rows, "softmax", "ner-batch int8"), key=lambda r: r["sentences_per_s"], default=None)
-        if fp32:
-            add("ner-batch fp32 vs HF pipeline (batch 32)", f"{fp32['sentences_per_s'] / b:.2f}x ({fp32['system']})", ">= 3x",
-                fp32["sentences_per_s"] / b >= 3)
-        if int8:
-            add("ner-batch int8 vs HF pipeline (batch 32)", f"{int8['sentences_per_s'] / b:.2f}x ({int8['system']})", ">= 6x",
-                int8["sentences_per_s"] / b >= 6)
-        if fp32 and int8:
-            d = fp32["f1"] - int8["f1"]
-            add("int8 test F1 vs fp32", f"{int8['f1']:.2f} vs {fp32['f1']:.2f} ({-d:+.2f})", "within 0.5 point", abs(d) <= 0.5)
-    local, on_ray = _find(rows, "engines", "ner-batch int8, 2 workers, engine local"), _find(rows, "engines", "ner-batch int8, 2 workers, engine ray")
-    if local and on_ray:
-        slower = local[0]["sentences_per_s"] / on_ray[0]["sentences_per_s"] - 1
-        add("--engine ray vs local, 2 workers, start-up excluded", f"{slower:+.1%} time", "at most 10% slower", slower <= 0.10)
+    for precision, ours in (("fp32", ("ner-batch fp32", "ner-batch opt")), ("int8", ("ner-batch int8",))):
+        peer = best_peer(rows, precision)
+        mine = max((r for r in rows if r["section"] == "softmax" and r["system"].startswith(ours)
+                    and not r["system"].startswith("ner-batch int8-dynamic")), key=lambda r: r["sentences_per_s"], default=None)
+        if peer and mine:
+            x = mine["sentences_per_s"] / peer["sentences_per_s"]
+            add(f"ner-batch {precision} vs the best {precision} peer", f"{x:.2f}x ({mine['system']} vs {peer['system']})", ">= 2x", x >= 2)
+            d = mine["f1"] - peer.get("word_fed_f1", peer["f1"])
+            add(f"{precision}: ner-batch F1 vs that peer fed the words", f"{mine['f1']:.2f} vs {peer.get('word_fed_f1', peer['f1']):.2f} ({d:+.2f})",
+                "equal or better (within 0.5)", d >= -0.5)
+    fp32 = max(_find(rows, "softmax", "ner-batch fp32"), key=lambda r: r["sentences_per_s"], default=None)
+    int8 = max(_find(rows, "softmax", "ner-batch int8,"), key=lambda r: r["sentences_per_s"], default=None)
+    if fp32 and int8:
+        d = fp32["f1"] - int8["f1"]
+        add("int8 test F1 vs fp32", f"{int8['f1']:.2f} vs {fp32['f1']:.2f} ({-d:+.2f})", "within 0.5 point", abs(d) <= 0.5)
     roof = _find(rows, "roofline", "ner-batch fp32")
     if roof:
-        add("fp32 encoder share of the roofline", f"{roof[0]['share']:.0%}", ">= 75%", roof[0]["share"] >= 0.75)
+        add("fp32 encoder share of the roofline (steady state)", f"{roof[0]['share']:.0%}", ">= 90%", roof[0]["share"] >= 0.90)
     dec = _find(rows, "decode", "batch 256")
     if dec:
         add("NumPy Viterbi vs pytorch-crf decode, batch 256", f"{dec[0]['speedup']}x", ">= 20x", dec[0]["speedup"] >= 20)
-    shares = [r for r in rows if r.get("decode_share") is not None and r["section"] == "crf"]
-    shares = shares or [r for r in rows if r.get("decode_share") is not None]
+    shares = [r for r in rows if r.get("decode_share") is not None]
     if shares:
         worst = max(shares, key=lambda r: r["decode_share"])
-        add("decoding + post-processing share of end-to-end", f"{worst['decode_share']:.1%} ({worst['section']}, {worst['system']})",
-            "<= 5%", worst["decode_share"] <= 0.05)
+        add("decoding + records share of end-to-end, every row", f"{worst['decode_share']:.1%} worst ({worst['section']}, {worst['system']})",
+            "<= 3%", worst["decode_share"] <= 0.03)
     scale = sorted((r for r in rows if r["section"] == "scaling"), key=lambda r: r["factor"])
     if len(scale) >= 2:
         lo, hi = scale[0], scale[-1]
@@ -68,21 +68,24 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['cores']} cores, {m['memory']}, no GPU; Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"Command: `{result['command']}` ({result['seconds']:.0f} s). Timing corpus: {result['timing_corpus']}; "
-        f"median of {result['repeats']} timed runs after a warm-up. Ratios are against `{BASELINE}` in this run.",
+        f"median of {result['repeats']} timed runs after a warm-up. Each ratio is against the best peer row of the same "
+        f"precision in this run: fp32 `{(result.get('best_peers') or {}).get('fp32', '-')}`, "
+        f"int8 `{(result.get('best_peers') or {}).get('int8', '-')}`. Peers are timed warm in-process; ner-batch rows "
+        "include reading, writing and (per run) the session start.",
         "",
-        "| section | system | sentences/s | word pieces/s | × HF pipeline | test F1 | unseen F1 | padding |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| section | system | precision | sentences/s | word pieces/s | × best peer | test F1 | unseen F1 | F1, fed the words | padding |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        if "sentences_per_s" in r and r["section"] != "scaling":
+        if "sentences_per_s" in r and r["section"] not in ("scaling", "engines"):
             lines.append(
-                f"| {r['section']} | {r['system']} | {r['sentences_per_s']:,.1f} | {r.get('word_pieces_per_s', 0):,.0f} | "
-                f"{r.get('ratio', '')} | {r.get('f1', '')} | {r.get('unseen_f1', '')} | {r.get('padding_ratio', '')} |"
+                f"| {r['section']} | {r['system']} | {r.get('precision', '')} | {r['sentences_per_s']:,.1f} | {r.get('word_pieces_per_s', 0):,.0f} | "
+                f"{r.get('ratio', '')} | {r.get('f1', '')} | {r.get('unseen_f1', '')} | {r.get('word_fed_f1', '')} | {r.get('padding_ratio', '')} |"
             )
     dec = [r for r in rows if r["section"] == "decode"]
     if dec:
-        lines += ["", "| decoding alone (27 labels, up to 40 words) | NumPy Viterbi ms | NumPy marginals ms | pytorch-crf decode ms | speed-up |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += ["", "| decoding alone (27 labels, up to 40 words) | NumPy Viterbi ms | NumPy marginals ms | pytorch-crf decode ms | "
+                  "speed-up of what the CRF path runs (Viterbi + marginals) |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['system'].split(':')[0]} | {r['numpy_ms']} | {r['numpy_marginals_ms']} | {r['pytorch_crf_ms']} | {r['speedup']}x |" for r in dec]
     roof = [r for r in rows if r["section"] == "roofline"]
     if roof:
@@ -101,6 +104,13 @@ def markdown(result: dict[str, Any]) -> str:
     if sc:
         lines += ["", "| scaling | sentences | sentences/s | process s | peak RSS MB | padding |", "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['system']} | {r['sentences']:,} | {r['sentences_per_s']:,.1f} | {r['process_seconds']} | {r['peak_rss_mb']} | {r['padding_ratio']} |" for r in sc]
+    extra = result.get("extra", {})
+    if extra.get("startup_s"):
+        lines.append(f"\nStart-up of `ner-batch tag` (process start to exit on one sentence, {extra['startup_s']['variant']}): "
+                     f"{extra['startup_s']['median_s']} s, median of 3.")
+    for variant, ops in (extra.get("ort_profile_top_ops") or {}).items():
+        lines.append(f"\nONNX Runtime profile, {variant} (share of kernel time by operator type): "
+                     + ", ".join(f"{op} {v['share']:.0%}" for op, v in ops.items()))
     lines += ["", "| target | value | goal | met |", "|---|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |" for t in result["targets"]]
     return "\n".join(lines) + "\n"
@@ -130,11 +140,13 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
 def write_report(result: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = [r for r in result["rows"] if r["section"] == "softmax" and r["system"] == BASELINE]
-    if base:
-        for r in result["rows"]:
-            if "sentences_per_s" in r and r["section"] in ("softmax", "crf", "raw text"):
-                r["ratio"] = round(r["sentences_per_s"] / base[0]["sentences_per_s"], 2)
+    best = {p: best_peer(result["rows"], p) for p in ("fp32", "int8")}
+    result["best_peers"] = {p: b["system"] for p, b in best.items() if b}
+    for r in result["rows"]:
+        b = best.get(r.get("precision", ""))
+        if b and "sentences_per_s" in r and r["section"] in ("softmax", "crf"):
+            r["ratio"] = round(r["sentences_per_s"] / b["sentences_per_s"], 2)
+            r["ratio_vs"] = b["system"]
     result["targets"] = targets(result["rows"])
     paths = [out_dir / "latest.json", out_dir / "latest.md", out_dir / "latest.png"]
     paths[0].write_text(json.dumps(result, indent=1) + "\n")

@@ -1,10 +1,13 @@
 """`make bench`: ner-batch against its peers, side by side, in one run on one machine.
 
-Rows (each with sentences/s, word pieces/s, the ratio to the HF pipeline at batch 32
-measured in the same run, and that configuration's F1 on DNRTI test):
+Rows (each with sentences/s, word pieces/s, the ratio to the best peer row of the same
+precision measured in the same run, and that configuration's F1 on DNRTI test):
 
-* Hugging Face ``pipeline("token-classification")``, PyTorch eager, batch 32 and its best batch;
-* optimum's ``ORTModelForTokenClassification`` in the same pipeline;
+* each peer at its best: Hugging Face ``pipeline("token-classification")`` (PyTorch), optimum's
+  ``ORTModelForTokenClassification`` fp32, the same after ``ORTOptimizer`` O2, and an int8 peer
+  quantized with the ``ORTQuantizer`` preset of this CPU; each at the batch size its own
+  search picked (1, 8, 16, 32, 64), in plain order and with inputs sorted by length; F1 both
+  as the pipeline groups it and with the peer fed the words (first sub-word's label);
 * PyTorch eager with ner-batch's batching (the tagger module, length-sorted token-budget batches);
 * ner-batch ``tag`` end to end, fp32 / opt / int8, 1 and 2 workers;
 * the CRF model: PyTorch + pytorch-crf's decode against ner-batch;
@@ -92,6 +95,28 @@ def tags_from_records(path: Path, n: int) -> list[list[str]]:
     return out
 
 
+def word_fed_tags(model, tok, sentences: list[list[str]], labels: list[str], batch_size: int = 32) -> list[list[str]]:
+    """A peer fed the words it was trained on: word ids from the tokenizer, each word's first
+    sub-word's argmax label (the peer's own decoding, without the pipeline's pre-tokenizer)."""
+    import torch
+
+    out: list[list[str]] = []
+    for k in range(0, len(sentences), batch_size):
+        chunk = sentences[k : k + batch_size]
+        enc = tok(chunk, is_split_into_words=True, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**{n: enc[n] for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc}).logits
+        best = logits.argmax(-1).tolist()
+        for i, words in enumerate(chunk):
+            ids, tags, prev = enc.word_ids(i), ["O"] * len(words), None
+            for pos, w in enumerate(ids):
+                if w is not None and w != prev:
+                    tags[w] = labels[best[i][pos]]
+                prev = w
+            out.append(tags)
+    return out
+
+
 def entities_to_tags(tokens: list[str], entities: list[dict]) -> list[str]:
     """HF pipeline entity groups (character spans over the space-joined tokens) -> BIO tags."""
     starts, pos = [], 0
@@ -124,49 +149,59 @@ class Bench:
         log(f"{section:<10} {system:<48} {r['sentences_per_s']:>9.1f} sent/s  F1 {kw.get('f1', '-')}")
         return r
 
-    # -- peers on the softmax checkpoint
-    def hf_pipeline(self, data: Data, hf_dir: Path) -> None:
+    # -- peers on the softmax checkpoint, each at its best
+    def peers(self, data: Data, hf_dir: Path) -> None:
+        """What a competent engineer does with each peer in ten lines: its best batch size
+        (searched, 32 included), inputs sorted by length, ORTOptimizer, ORTQuantizer."""
         import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+        from ner_batch.cpu import cpu_info
 
         torch.set_num_threads(os.cpu_count() or 1)
         tok = AutoTokenizer.from_pretrained(hf_dir)
         texts = [" ".join(t) for t in data.timing]
         pieces = sum(len(x) for x in tok(texts)["input_ids"])
-        test_texts = texts[: len(data.test)]
-        model = AutoModelForTokenClassification.from_pretrained(hf_dir).eval()
-        pipe = pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="first", device=-1)
-        self._pipeline_rows("HF pipeline (PyTorch eager)", pipe, data, texts, test_texts, pieces, search=True)
+        order = sorted(range(len(texts)), key=lambda i: len(data.timing[i]))
+        sorted_texts = [texts[i] for i in order]
+        torch_model = AutoModelForTokenClassification.from_pretrained(hf_dir).eval()
+        peers = [("HF pipeline (PyTorch)", "fp32", torch_model)]
 
-        from optimum.onnxruntime import ORTModelForTokenClassification
+        from optimum.onnxruntime import ORTModelForTokenClassification, ORTOptimizer, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
-        ort_dir = self.tmp / "optimum"
-        ort_model = ORTModelForTokenClassification.from_pretrained(hf_dir, export=True, provider="CPUExecutionProvider")
-        ort_model.save_pretrained(ort_dir)
-        pipe = pipeline("token-classification", model=ort_model, tokenizer=tok, aggregation_strategy="first")
-        self._pipeline_rows("optimum ORTModelForTokenClassification", pipe, data, texts, test_texts, pieces, search=False)
-
-    def _pipeline_rows(self, name, pipe, data, texts, test_texts, pieces, search: bool) -> None:
-        out = pipe(test_texts, batch_size=32)
-        f1 = data.f1([entities_to_tags(t, e) for t, e in zip(data.test_tokens, out)])
-        warm = lambda: pipe(texts[:64], batch_size=32)  # noqa: E731
-        t = timed(lambda: pipe(texts, batch_size=32), warm=warm, repeats=self.args.repeats)
-        self.row("softmax", f"{name}, batch 32", len(texts), pieces, t, **f1)
-        if search:
+        plain = self.tmp / "optimum"
+        ORTModelForTokenClassification.from_pretrained(hf_dir, export=True, provider="CPUExecutionProvider").save_pretrained(plain)
+        peers.append(("optimum ORTModel fp32", "fp32", ORTModelForTokenClassification.from_pretrained(plain)))
+        o2 = self.tmp / "optimum-o2"
+        ORTOptimizer.from_pretrained(plain).optimize(save_dir=o2, optimization_config=AutoOptimizationConfig.O2())
+        peers.append(("optimum ORTModel fp32 + ORTOptimizer O2", "fp32", ORTModelForTokenClassification.from_pretrained(o2)))
+        cls = cpu_info()["class"]
+        preset = {"avx512-vnni": "avx512_vnni", "avx512": "avx512"}.get(cls, "avx2")
+        q = self.tmp / "optimum-int8"
+        ORTQuantizer.from_pretrained(plain).quantize(save_dir=q, quantization_config=getattr(AutoQuantizationConfig, preset)(is_static=False,
+                                                                                                                      per_channel=False))
+        peers.append((f"optimum int8 (ORTQuantizer {preset} dynamic)", "int8", ORTModelForTokenClassification.from_pretrained(q)))
+        self.extra["optimum_int8_preset"] = preset
+        for name, precision, model in peers:
+            pipe = pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="first", device=-1)
+            out = pipe([" ".join(t) for t in data.test_tokens], batch_size=32)
+            f1 = data.f1([entities_to_tags(t, e) for t, e in zip(data.test_tokens, out)])
+            fed = data.f1(word_fed_tags(model, tok, data.test_tokens, [lab for _, lab in sorted(model.config.id2label.items())]))
+            f1.update(word_fed_f1=fed["f1"], word_fed_unseen_f1=fed["unseen_f1"])
             probe = texts[: min(len(texts), 400)]
             speeds = {}
-            for bs in (1, 8, 16, 64, 128):
+            for bs in (1, 8, 16, 32, 64):
                 pipe(probe[:32], batch_size=bs)
                 t0 = time.perf_counter()
                 pipe(probe, batch_size=bs)
                 speeds[bs] = len(probe) / (time.perf_counter() - t0)
             best = max(speeds, key=speeds.get)
-            self.extra["hf_batch_search_sent_per_s"] = {str(k): round(v, 1) for k, v in speeds.items()}
-            if best != 32:
-                t = timed(lambda: pipe(texts, batch_size=best), warm=warm, repeats=self.args.repeats)
-                self.row("softmax", f"{name}, best batch {best}", len(texts), pieces, t, **f1)
-            else:
-                self.rows.append({**self.rows[-1], "system": f"{name}, best batch 32"})
+            self.extra.setdefault("peer_batch_search_sent_per_s", {})[name] = {str(k): round(v, 1) for k, v in speeds.items()}
+            warm = lambda: pipe(texts[:64], batch_size=best)  # noqa: E731
+            for label, inputs in (("plain order", texts), ("sorted by length", sorted_texts)):
+                t = timed(lambda: pipe(inputs, batch_size=best), warm=warm, repeats=self.args.repeats)
+                self.row("softmax", f"{name}, batch {best}, {label}", len(texts), pieces, t, precision=precision, peer=True, **f1)
 
     def torch_eager(self, data: Data, run: Path, section: str) -> None:
         import torch
@@ -184,7 +219,7 @@ class Bench:
             t = timed(lambda: predict_tokens(model, enc, data.timing), warm=lambda: predict_tokens(model, enc, data.timing[:64]),
                       repeats=self.args.repeats)
         decode = "pytorch-crf decode" if section == "crf" else "NumPy BIO decode"
-        self.row(section, f"PyTorch eager + ner-batch batching ({decode})", len(data.timing), pieces, t, **f1)
+        self.row(section, f"PyTorch eager + ner-batch batching ({decode})", len(data.timing), pieces, t, precision="fp32", **f1)
 
     def ner_batch(self, data: Data, bundle: Path, section: str, variants, workers_list) -> dict:
         from ner_batch.pipeline.run import tag_corpus
@@ -203,6 +238,7 @@ class Bench:
                 summaries[(variant, workers)] = s
                 self.row(section, f"ner-batch {variant}, {workers} worker{'s' if workers > 1 else ''}", s.sentences,
                          s.word_pieces, t, padding_ratio=round(s.padding_ratio, 4), **f1,
+                         precision="int8" if variant.startswith("int8") else "fp32",
                          decode_share=round((s.seconds_decode + s.seconds_records) / max(s.seconds, 1e-9), 4) if workers == 1 else None)
         return summaries
 
@@ -260,8 +296,9 @@ class Bench:
             per = lambda t: t["median_s"] / reps * 1e3  # noqa: E731
             self.rows.append({"section": "decode", "system": f"batch {b}: NumPy Viterbi vs pytorch-crf decode",
                               "numpy_ms": round(per(t_np), 3), "numpy_marginals_ms": round(per(t_fb), 3),
-                              "pytorch_crf_ms": round(per(t_pt), 3), "speedup": round(per(t_pt) / per(t_np), 1)})
-            log(f"decode     batch {b:<4} numpy {per(t_np):.3f} ms  pytorch-crf {per(t_pt):.3f} ms  x{per(t_pt) / per(t_np):.1f}")
+                              "pytorch_crf_ms": round(per(t_pt), 3),
+                              "speedup": round(per(t_pt) / (per(t_np) + per(t_fb)), 2)})
+            log(f"decode     batch {b:<4} numpy {per(t_np):.3f} + {per(t_fb):.3f} ms  pytorch-crf {per(t_pt):.3f} ms")
 
     def roofline(self, data: Data, bundle: Path) -> None:
         import onnx
@@ -321,6 +358,53 @@ class Bench:
             corpus.unlink(missing_ok=True)
 
 
+    def startup(self, bundle: Path, variant: str = "int8") -> None:
+        """Seconds from `ner-batch tag` start to exit on a one-sentence corpus: imports, bundle
+        checks, session start (paid once per process; the timed rows include it)."""
+        one = write_jsonl(self.tmp / "one.jsonl", [{"id": "x", "tokens": ["APT28", "struck"]}])
+        cmd = [str(Path(sys.executable).with_name("ner-batch")), "tag", str(one), "--bundle", str(bundle), "--out",
+               str(self.tmp / "one.out.jsonl"), "--variant", variant, "-q"]
+        subprocess.run(cmd, check=True, capture_output=True)
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            runs.append(time.perf_counter() - t0)
+        self.extra["startup_s"] = {"variant": variant, "median_s": round(statistics.median(runs), 3), "runs_s": [round(r, 3) for r in runs]}
+        log(f"startup    {statistics.median(runs):.2f}s (process start to exit, one sentence, {variant})")
+
+    def profile(self, data: Data, bundle: Path) -> None:
+        """Where the time goes: ONNX Runtime's profiler, summed per operator type, once per variant."""
+        import onnxruntime as ort
+
+        from ner_batch.runtime.bundle import Bundle
+        from ner_batch.runtime.session import session_options
+        from ner_batch.tagging import SentenceTagger  # noqa: F401 (the same windows and batches as tag)
+        from ner_batch.runtime.tagger import Tagger
+
+        tagger = Tagger(bundle, "opt", device="cpu", say=lambda m: None)
+        plan = tagger.plan(data.test_tokens)
+        out = {}
+        for variant in ("opt", "int8"):
+            so = session_options()
+            so.enable_profiling = True
+            so.profile_file_prefix = str(self.tmp / f"profile-{variant}")
+            sess = ort.InferenceSession(str(Bundle.load(bundle).model_path(variant)), so, providers=["CPUExecutionProvider"])
+            names = [i.name for i in sess.get_inputs()]
+            for _, batch in plan.batches:
+                sess.run(None, {k: v for k, v in batch.inputs().items() if k in names})
+            events = json.loads(Path(sess.end_profiling()).read_text())
+            per_op: dict[str, float] = {}
+            for e in events:
+                if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                    op = e.get("args", {}).get("op_name", "?")
+                    per_op[op] = per_op.get(op, 0.0) + e.get("dur", 0) / 1e6
+            total = sum(per_op.values()) or 1.0
+            out[variant] = {op: {"seconds": round(t, 3), "share": round(t / total, 3)}
+                            for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[:10]}
+            log(f"profile    {variant}: " + ", ".join(f"{op} {v['share']:.0%}" for op, v in list(out[variant].items())[:5]))
+        self.extra["ort_profile_top_ops"] = out
+
     def engines(self, data: Data, bundle: Path, variant: str = "int8", workers: int = 2) -> None:
         """--engine ray against local worker processes: same corpus, cores, workers; Ray's
         start-up timed apart; interleaved rounds; peak RSS of driver + workers/actors + Ray."""
@@ -377,7 +461,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per row (median reported)")
     ap.add_argument("--raw-mb", type=float, default=2.0, help="MB of raw text")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
-    ap.add_argument("--sections", nargs="+", default=["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines"])
+    ap.add_argument("--sections", nargs="+", default=["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines",
+                                                      "startup", "profile"])
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
 
@@ -397,7 +482,7 @@ def main(argv=None) -> int:
 
         hf_dir = write_hf_checkpoint(runs / "softmax", bench.tmp / "hf-softmax")
     if "peers" in args.sections:
-        bench.hf_pipeline(data, hf_dir)
+        bench.peers(data, hf_dir)
         bench.torch_eager(data, runs / "softmax", "softmax")
     if "ner-batch" in args.sections:
         bench.ner_batch(data, export / "softmax", "softmax", ("fp32", "opt", "int8", "int8-dynamic"), (1, 2))
@@ -414,6 +499,10 @@ def main(argv=None) -> int:
         bench.scaling(data, export / "softmax", "int8")
     if "engines" in args.sections:
         bench.engines(data, export / "softmax")
+    if "startup" in args.sections:
+        bench.startup(export / "softmax")
+    if "profile" in args.sections:
+        bench.profile(data, export / "softmax")
 
     from report import write_report
 

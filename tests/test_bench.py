@@ -24,11 +24,16 @@ def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
         (export / head).symlink_to(path)
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
-           "--repeat", "1", "--repeats", "1", "--scales", "1", "2", "--sections", "ner-batch", "decode", "scaling", "engines", "--out", str(out)]
+           "--repeat", "1", "--repeats", "1", "--scales", "1", "2", "--sections", "peers", "ner-batch", "decode", "scaling", "engines", "startup", "profile", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((out / "latest.json").read_text())
     systems = {r["system"] for r in result["rows"]}
+    peers = [r for r in result["rows"] if r.get("peer")]
+    assert {r["precision"] for r in peers} == {"fp32", "int8"} and all("word_fed_f1" in r for r in peers)
+    assert any("ORTOptimizer O2" in r["system"] for r in peers) and any("sorted by length" in r["system"] for r in peers)
+    assert set(result["best_peers"]) == {"fp32", "int8"}
+    assert result["extra"]["startup_s"]["median_s"] > 0 and result["extra"]["ort_profile_top_ops"]["int8"]
     assert "ner-batch int8, 2 workers" in systems and "batch 256: NumPy Viterbi vs pytorch-crf decode" in systems
     for r in result["rows"]:
         if r["section"] == "softmax":
