@@ -11,9 +11,10 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-# Training settings of `make train` (chosen on valid F1; see README "Training").
-SOFTMAX_ARGS ?= --epochs 12 --lr 2e-4 --batch-size 16 --patience 4
-CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4
+# Training settings of `make train` (see README "Trained models"): windows across sentences for
+# long input (--context-share), batches capped in word pieces (--batch-tokens).
+SOFTMAX_ARGS ?= --epochs 12 --lr 2e-4 --batch-size 16 --patience 4 --context-share 0.2 --batch-tokens 768
+CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4 --context-share 0.2 --batch-tokens 768
 
 .PHONY: install test test-all train train-softmax train-crf export demo bench bench-cuts bench-formats clean
 

@@ -331,3 +331,23 @@ def test_hostile_corpus_two_workers_killed_and_resumed(tmp_path, bundle):
         if name in texts:
             check_offsets(r, texts[name])
     assert sum(1 for r in recs if r.get("error")) == 5
+
+
+def test_a_document_the_tokenizer_cannot_take_becomes_an_error_record(tmp_path, bundle, monkeypatch):
+    from ner_batch.encoding import WordEncoder
+
+    original = WordEncoder.word_pieces
+
+    def word_pieces(self, sentences):
+        if any("POISON" in w for s in sentences for w in s):
+            raise RuntimeError("tokenizer exploded")
+        return original(self, sentences)
+
+    monkeypatch.setattr(WordEncoder, "word_pieces", word_pieces)
+    doc = tmp_path / "d.jsonl"
+    doc.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate([GOOD, "a POISON pill", GOOD])))
+    out = tmp_path / "o.jsonl"
+    assert run(["tag", str(doc), "--bundle", bundle, "--out", str(out), "-q"]).exit_code == 0
+    recs = records(out)
+    assert [r.get("error") for r in recs] == [None, "cannot tag this document: RuntimeError: tokenizer exploded", None]
+    check_offsets(recs[0], GOOD)

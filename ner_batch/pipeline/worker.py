@@ -106,9 +106,19 @@ class ShardTagger:
 
     def prepare(self, shard: Shard) -> Prepared:
         t0 = time.perf_counter()
+        try:
+            parts, all_words = self._split(shard.docs)
+            plan = self.tagger.plan(all_words)
+        except Exception:  # one document the splitter or tokenizer cannot take: find it, keep the others
+            docs = [self._alone(doc) for doc in shard.docs]
+            parts, all_words = self._split(docs)
+            plan = self.tagger.plan(all_words)
+        return Prepared(shard, parts, plan, time.perf_counter() - t0)
+
+    def _split(self, docs) -> tuple[list[_DocPart], list[list[str]]]:
         parts: list[_DocPart] = []
         all_words: list[list[str]] = []
-        for doc in shard.docs:
+        for doc in docs:
             part = _DocPart(doc, first_sentence=len(all_words))
             if doc.error is None:
                 if doc.text is not None:
@@ -121,7 +131,16 @@ class ShardTagger:
                     part.words = sents
                 all_words.extend(part.words)
             parts.append(part)
-        return Prepared(shard, parts, self.tagger.plan(all_words), time.perf_counter() - t0)
+        return parts, all_words
+
+    def _alone(self, doc: Document) -> Document:
+        """``doc``, or an error copy of it when it cannot be split and tokenized on its own."""
+        try:
+            _, words = self._split([doc])
+            self.tagger.plan(words)
+            return doc
+        except Exception as exc:
+            return dataclasses.replace(doc, error=f"cannot tag this document: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
     def infer(self, prep: Prepared) -> tuple[str, dict[str, Any]]:
         """The shard's output text and its counts."""
