@@ -379,7 +379,6 @@ class Bench:
 
         from ner_batch.runtime.bundle import Bundle
         from ner_batch.runtime.session import session_options
-        from ner_batch.tagging import SentenceTagger  # noqa: F401 (the same windows and batches as tag)
         from ner_batch.runtime.tagger import Tagger
 
         tagger = Tagger(bundle, "opt", device="cpu", say=lambda m: None)

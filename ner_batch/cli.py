@@ -339,14 +339,13 @@ def show(tags_file, limit, min_score, html_out, page, per_page) -> None:
 
 def _write_atomic(path: Path, text: str) -> None:
     from .pipeline.run import OutputError, check_writable_file
+    from .pipeline.shards import write_atomic
 
     try:
         check_writable_file(path, "output")
     except OutputError as exc:
         raise click.ClickException(str(exc)) from None
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text)
 
 
 @main.command()

@@ -92,7 +92,7 @@ def test_ray_output_is_byte_identical_to_local(tmp_path, tiny_bundles, ray_sessi
     assert not (tmp_path / "ray.jsonl.parts").exists()
 
 
-def test_an_actor_killed_mid_run_has_its_shards_redone(tmp_path, tiny_bundles, ray_session):
+def test_an_actor_killed_mid_run_has_its_shards_redone(tmp_path, tiny_bundles, ray_session, monkeypatch):
     from ner_batch.pipeline import ray_engine
     from ner_batch.pipeline.run import tag_corpus
 
@@ -119,23 +119,18 @@ def test_an_actor_killed_mid_run_has_its_shards_redone(tmp_path, tiny_bundles, r
                 return
             time.sleep(0.01)
 
-    import ner_batch.pipeline.run as run_mod
-
+    monkeypatch.setattr(ray_engine, "run_ray", run_ray)
     out = tmp_path / "out.jsonl"
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        ray_engine_run = ray_engine.run_ray
-        ray_engine.run_ray = run_ray
         summary = tag_corpus([str(corpus)], bundle, out, workers=2, engine="ray", **quiet)
     finally:
-        ray_engine.run_ray = ray_engine_run
         thread.join()
     assert killed, "the actor was not killed mid-run"
     assert out.read_bytes() == reference.read_bytes()
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == summary.documents == 123 and len({r["id"] for r in recs}) == 123
-    assert run_mod  # (imported for the monkeypatch-free override above)
 
 
 def test_driver_killed_then_resumed_with_ray(tmp_path, tiny_bundles):
