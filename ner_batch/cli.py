@@ -68,6 +68,11 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
                    "tagged); the rest are single sentences.")
 @click.option("--batch-tokens", type=click.IntRange(0), default=0, show_default=True,
               help="Cap on padded word pieces per training batch (0: --batch-size windows whatever their length).")
+@click.option("--mention-replace", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Per mention and epoch, the chance it is swapped for another training mention of its type.")
+@click.option("--name-mask", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Per HackOrg/Tool/SamFile/SecTeam/Org mention and epoch, the chance its name-like words become "
+                   "synthetic names (so only the context tells the type).")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def train(out_dir, data, threads, bidirectional, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid F1 in OUT/best.

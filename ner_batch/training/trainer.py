@@ -30,6 +30,7 @@ from ..models import TaggerConfig, WordTagger, build_model
 from ..models.backbone import load_tokenizer
 from ..decode import Decoder
 from ..tagging import SentenceTagger
+from .augment import AugmentSettings, augment_all, mention_pool
 
 
 @dataclasses.dataclass
@@ -52,6 +53,12 @@ class TrainSettings:
     patience: int = 0  # stop after N epochs without a better valid F1 (0 = never)
     context_share: float = 0.0  # share of training windows cut across consecutive sentences (see context_examples)
     batch_tokens: int = 0  # cap on padded word pieces per batch (0 = batch_size windows, whatever their length)
+    mention_replace: float = 0.0  # per mention and epoch: swap for another train mention of its type (augment.py)
+    name_mask: float = 0.0  # per name mention and epoch: name-like words become synthetic names (augment.py)
+
+    @property
+    def augment(self) -> AugmentSettings:
+        return AugmentSettings(replace=self.mention_replace, mask=self.name_mask)
 
 
 @dataclasses.dataclass
@@ -208,6 +215,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     ax1.set_ylabel("loss")
     ax1.legend()
     ax2.plot(epochs, [h["valid_f1"] * 100 for h in history], "o-", color="C2", label="valid F1")
+    if all("valid_unseen_f1" in h for h in history):
+        ax2.plot(epochs, [h["valid_unseen_f1"] * 100 for h in history], "o-", color="C3", label="valid F1, unseen sentences")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("seqeval F1 (%)")
     ax2.legend()
@@ -272,17 +281,22 @@ def train(
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
     encoder = WordEncoder(tokenizer.backend_tokenizer, model.config.max_length)
 
+    augment = settings.augment  # checks the shares before any work
+    pool = mention_pool(train_s)
     stream = WordStream(encoder, train_s, label2id)
     valid_ex = make_examples(encoder, valid_s, label2id)
     rng = random.Random(settings.seed)
     plan = []  # every epoch's batches, drawn up front so that the schedule knows the step count
     for _ in range(settings.epochs):
+        if augment.active:  # mentions rewritten afresh each epoch
+            stream = WordStream(encoder, augment_all(train_s, pool, augment, rng), label2id)
         epoch_ex = stream.examples(rng, settings.context_share)
         plan.append((len(epoch_ex), bucketed_batches(epoch_ex, settings.batch_size, rng, max_tokens=settings.batch_tokens)))
     total_steps = sum(len(b) for _, b in plan)
     opt, sched = build_optimizer(model, settings, total_steps)
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
-        f"context share {settings.context_share}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}")
+        f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
+        f"name mask {settings.name_mask}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}")
 
     history: list[dict[str, Any]] = []
     best_f1, best_epoch, stale = -1.0, 0, 0
@@ -305,7 +319,7 @@ def train(
             seen += len(chunk)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
-        valid = evaluate_model(model, encoder, valid_s, None)
+        valid = evaluate_model(model, encoder, valid_s, splits["train"])
         entry = {
             "epoch": epoch,
             "train_loss": total / max(seen, 1),
@@ -313,6 +327,7 @@ def train(
             "valid_precision": valid["precision"],
             "valid_recall": valid["recall"],
             "valid_f1": valid["f1"],
+            "valid_unseen_f1": valid["unseen"]["f1"],
             "seconds": time.time() - t0,
         }
         history.append(entry)
@@ -323,7 +338,8 @@ def train(
         else:
             stale += 1
         say(f"epoch {epoch}: train loss {entry['train_loss']:.4f}  valid loss {entry['valid_loss']:.4f}  "
-            f"valid F1 {entry['valid_f1']*100:.2f}{'  (best)' if improved else ''}  [{entry['seconds']:.0f}s]")
+            f"valid F1 {entry['valid_f1']*100:.2f}  valid unseen F1 {entry['valid_unseen_f1']*100:.2f}"
+            f"{'  (best)' if improved else ''}  [{entry['seconds']:.0f}s]")
         _write_metrics(out, settings, history, best_epoch, None, time.time() - started)
         plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}")
         if settings.patience and stale >= settings.patience:

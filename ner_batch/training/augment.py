@@ -1,0 +1,150 @@
+"""Training-time rewrites of entity mentions, so that the model reads the context rather
+than remembering names.
+
+Two rewrites, drawn afresh each epoch, each mention at most one of them:
+
+- **mention replacement** (Dai & Adel, 2020): a mention becomes another mention of the same
+  type drawn from the training set (its length may change; its tags are rebuilt B-, I-, ...);
+- **name masking**: in a mention of a name type (HackOrg, Tool, SamFile, SecTeam, Org), every
+  name-like word (one with a capital letter or a digit that is not a generic head word such as
+  "Group" or "Trojan") becomes a synthetic name of a realistic shape: a pseudo-word,
+  CamelCase, ALL-CAPS with digits, hyphenated, with a version suffix. The string then carries
+  no type; only the words around it do.
+
+Valid and test are never rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Iterator, Sequence
+
+from ..data.conll import Sentence
+
+NAME_TYPES = ("HackOrg", "Tool", "SamFile", "SecTeam", "Org")
+# Head words that say the type in plain language; masking keeps them ("Lazarus Group" -> "Vokrel Group").
+GENERIC = frozenset(
+    "group groups team apt actor actors gang lab labs labs' trojan trojans backdoor backdoors rat rats malware "
+    "ransomware worm loader dropper downloader implant toolkit tool tools framework exploit kit botnet stealer "
+    "keylogger rootkit operation campaign security research researchers intelligence unit threat".split()
+)
+_CONSONANTS = "bcdfghjklmnprstvwxz"
+_VOWELS = "aeiouy"
+_ONSETS = ["br", "cr", "dr", "gr", "kr", "pl", "sh", "sk", "st", "tr", "th", "vl", "zh"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSettings:
+    replace: float = 0.0  # probability that a mention is swapped for another of its type
+    mask: float = 0.0  # probability that a name mention's name-like words become synthetic names
+
+    def __post_init__(self) -> None:
+        for name in ("replace", "mask"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"expected the {name} share between 0 and 1, got {p}")
+        if self.replace + self.mask > 1.0:
+            raise ValueError(f"expected --mention-replace + --name-mask at most 1, got {self.replace} + {self.mask}")
+
+    @property
+    def active(self) -> bool:
+        return self.replace > 0 or self.mask > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Mention:
+    type: str
+    start: int  # first word
+    end: int  # one past the last word
+
+
+def mentions(labels: Sequence[str]) -> Iterator[Mention]:
+    """The BIO spans of a sentence (an I- without its B- opens a span, as seqeval reads it)."""
+    start, kind = -1, ""
+    for i, lab in enumerate(list(labels) + ["O"]):
+        inside = lab.startswith("I-") and lab[2:] == kind and start >= 0
+        if inside:
+            continue
+        if start >= 0:
+            yield Mention(kind, start, i)
+            start, kind = -1, ""
+        if lab.startswith(("B-", "I-")):
+            start, kind = i, lab[2:]
+
+
+def mention_pool(sentences: Sequence[Sentence]) -> dict[str, list[tuple[str, ...]]]:
+    """Every mention of the training set, by type (repeats kept: common names are drawn more)."""
+    pool: dict[str, list[tuple[str, ...]]] = {}
+    for s in sentences:
+        for m in mentions(s.labels):
+            pool.setdefault(m.type, []).append(tuple(s.tokens[m.start : m.end]))
+    return pool
+
+
+def name_like(word: str) -> bool:
+    return any(c.isupper() or c.isdigit() for c in word) and word.lower() not in GENERIC
+
+
+def synthetic_name(rng: random.Random) -> str:
+    """A made-up name of one of the shapes CTI names take."""
+
+    def pseudo(syllables: int) -> str:
+        out = rng.choice(_ONSETS) if rng.random() < 0.3 else rng.choice(_CONSONANTS)
+        for k in range(syllables):
+            out += rng.choice(_VOWELS) + (rng.choice(_CONSONANTS) if k < syllables - 1 or rng.random() < 0.7 else "")
+        return out
+
+    shape = rng.randrange(7)
+    if shape == 0:  # Vokrel
+        return pseudo(rng.randint(2, 3)).capitalize()
+    if shape == 1:  # NetVokrel
+        return pseudo(rng.randint(1, 2)).capitalize() + pseudo(rng.randint(1, 2)).capitalize()
+    if shape == 2:  # KRV47
+        return "".join(rng.choice(_CONSONANTS.upper()) for _ in range(rng.randint(2, 4))) + str(rng.randint(1, 999))
+    if shape == 3:  # Vok-22, Vokrel-Zan
+        tail = str(rng.randint(1, 99)) if rng.random() < 0.5 else pseudo(1).capitalize()
+        return f"{pseudo(rng.randint(1, 2)).capitalize()}-{tail}"
+    if shape == 4:  # Vokrel2, Vokrelv3.1
+        return pseudo(rng.randint(2, 3)).capitalize() + rng.choice(["", "v"]) + rng.choice(
+            [str(rng.randint(2, 9)), f"{rng.randint(1, 5)}.{rng.randint(0, 9)}"])
+    if shape == 5:  # VOKREL
+        return pseudo(rng.randint(1, 3)).upper()
+    return pseudo(rng.randint(2, 3))  # lower case, as names appear in logs and file names
+
+
+def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings: AugmentSettings,
+            rng: random.Random) -> Sentence:
+    """The sentence with some mentions rewritten (see the module docstring); unchanged when
+    no draw hits. Tags stay BIO-valid."""
+    tokens, labels = sentence.tokens, sentence.labels
+    out_t: list[str] = []
+    out_l: list[str] = []
+    pos, changed = 0, False
+    for m in mentions(labels):
+        out_t += tokens[pos : m.start]
+        out_l += labels[pos : m.start]
+        words = tokens[m.start : m.end]
+        r = rng.random()
+        if r < settings.mask and m.type in NAME_TYPES and any(name_like(w) for w in words):
+            new = [synthetic_name(rng) if name_like(w) else w for w in words]
+        elif r < settings.mask + settings.replace and len(pool.get(m.type, ())) > 1:
+            new = list(rng.choice(pool[m.type]))
+        else:
+            new = list(words)
+        changed |= new != words
+        out_t += new
+        out_l += [f"B-{m.type}"] + [f"I-{m.type}"] * (len(new) - 1)
+        pos = m.end
+    if not changed:
+        return sentence
+    out_t += tokens[pos:]
+    out_l += labels[pos:]
+    return dataclasses.replace(sentence, tokens=out_t, labels=out_l)
+
+
+def augment_all(sentences: Sequence[Sentence], pool: dict[str, list[tuple[str, ...]]], settings: AugmentSettings,
+                rng: random.Random) -> list[Sentence]:
+    if not settings.active:
+        return list(sentences)
+    return [augment(s, pool, settings, rng) for s in sentences]
