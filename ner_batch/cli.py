@@ -105,11 +105,14 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
 @click.option("--join", type=click.IntRange(1), default=1, show_default=True,
               help="Tag N consecutive sentences joined into one sequence, with no boundary the tagger can see (as a "
                    "whole pre-tokenized document is tagged), then score each sentence as usual.")
-def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict, join) -> None:
+@click.option("--confusions", is_flag=True,
+              help="Also print which gold type got which predicted type (span level), e.g. 'Tool -> HackOrg 41'. "
+                   "--json always has it.")
+def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict, join, confusions) -> None:
     """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
     and on its "unseen" part (sentences whose tokens do not occur in train)."""
     from .data.dnrti import data_dir, unseen_mask
-    from .evaluation import format_report, score
+    from .evaluation import format_confusion, format_report, score
 
     try:
         directory = data_dir(data)
@@ -151,6 +154,9 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict,
     else:
         click.echo(f"[{split}] {report.summary()}", err=True)
         click.echo(format_report(result, f"{source} on {split}"))
+        if confusions:
+            click.echo("")
+            click.echo(format_confusion(result["confusion"]))
 
 
 def _load(directory, split, strict):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Sequence
+
+from .labels import bio_spans
+
+MISSED = "(missed)"  # a gold span no predicted span overlaps
+SPURIOUS = "(none)"  # the gold side of a predicted span that overlaps no gold span
 
 
 def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], unseen: Sequence[bool] | None = None) -> dict[str, Any]:
@@ -32,6 +38,7 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], unseen: 
             if not k.endswith(" avg")
         },
     }
+    result["confusion"] = type_confusion(gold, pred)
     if unseen is not None:
         g2 = [g for g, u in zip(gold, unseen) if u]
         p2 = [p for p, u in zip(pred, unseen) if u]
@@ -42,6 +49,68 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], unseen: 
             "f1": float(f1_score(g2, p2, zero_division=0)) if g2 else 0.0,
         }
     return result
+
+
+def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Span-level confusion between entity types.
+
+    Each gold span is paired with the predicted span that overlaps it most (ties: the
+    leftmost); the pair counts in ``matrix[gold type][predicted type]``, ``MISSED`` when no
+    predicted span overlaps. ``exact`` counts the pairs whose boundaries also agree, so
+    ``matrix[t][t] - exact[t]`` are right-type, wrong-boundary spans. A predicted span that
+    overlaps no gold span counts in ``matrix[SPURIOUS][predicted type]``.
+
+    Returns ``{"matrix": {gold: {pred: n}}, "exact": {gold: n}, "top": [[gold, pred, n], ...]}``
+    where ``top`` lists the off-diagonal cells, largest first.
+    """
+    matrix: dict[str, Counter] = {}
+    exact: Counter = Counter()
+    for g_tags, p_tags in zip(gold, pred):
+        g_spans, p_spans = bio_spans(list(g_tags)), bio_spans(list(p_tags))
+        touched = [False] * len(p_spans)
+        for gs, ge, gt in g_spans:
+            best, best_overlap = -1, 0
+            for k, (ps, pe, _) in enumerate(p_spans):
+                overlap = min(ge, pe) - max(gs, ps)
+                if overlap > best_overlap:
+                    best, best_overlap = k, overlap
+                if overlap > 0:
+                    touched[k] = True
+            row = matrix.setdefault(gt, Counter())
+            if best < 0:
+                row[MISSED] += 1
+                continue
+            ps, pe, pt = p_spans[best]
+            row[pt] += 1
+            if (ps, pe, pt) == (gs, ge, gt):
+                exact[gt] += 1
+        for k, (_, _, pt) in enumerate(p_spans):
+            if not touched[k]:
+                matrix.setdefault(SPURIOUS, Counter())[pt] += 1
+    top = sorted(((g, p, n) for g, row in matrix.items() for p, n in row.items() if p != g), key=lambda x: (-x[2], x[0], x[1]))
+    return {
+        "matrix": {g: dict(sorted(row.items())) for g, row in sorted(matrix.items())},
+        "exact": dict(sorted(exact.items())),
+        "top": [list(t) for t in top],
+    }
+
+
+def format_confusion(confusion: dict[str, Any], top: int = 15) -> str:
+    """The confusion matrix as a table (rows: gold type; columns: the type of the predicted
+    span that overlaps it most) and the largest off-diagonal cells as "Tool -> HackOrg"."""
+    matrix = confusion["matrix"]
+    types = sorted({t for t in matrix if t != SPURIOUS} | {p for row in matrix.values() for p in row if p != MISSED})
+    cols = types + [MISSED]
+    width = max(8, max(len(c) for c in cols) + 1)
+    lines = ["type confusion, span level (rows: gold; columns: predicted span overlapping it most)",
+             f"{'gold':<{width}}" + "".join(f"{c[:width - 1]:>{width}}" for c in cols) + f"{'exact':>{width}}"]
+    for g in types + ([SPURIOUS] if SPURIOUS in matrix else []):
+        row = matrix.get(g, {})
+        cells = "".join(f"{row.get(c, 0) or '.':>{width}}" for c in cols)
+        lines.append(f"{g[:width - 1]:<{width}}{cells}{confusion['exact'].get(g, '') if g != SPURIOUS else '':>{width}}")
+    if confusion["top"]:
+        lines.append("largest confusions: " + ", ".join(f"{g} -> {p} {n}" for g, p, n in confusion["top"][:top]))
+    return "\n".join(lines)
 
 
 def format_report(result: dict[str, Any], title: str = "") -> str:

@@ -206,6 +206,10 @@ def test_evaluate_a_bundle_with_joined_sentences(tmp_path, tiny_bundles):
         assert "measured on this machine's CPU:" in res.output
         results[join] = json.loads(res.output.strip().splitlines()[-1])
         assert results[join]["join"] == join and results[join]["sentences"] == 8 and results[join]["cpu"]["class"]
+    assert set(results[1]["confusion"]) == {"matrix", "exact", "top"}
+    res = runner.invoke(main, ["evaluate", "--bundle", str(tiny_bundles["crf"][0]), "--device", "cpu", "--data", str(data),
+                               "--confusions"])
+    assert res.exit_code == 0 and "type confusion, span level" in res.output, res.output
     res = runner.invoke(main, ["evaluate", "--bundle", str(tiny_bundles["crf"][0]), "--data", str(data), "--join", "0"])
     assert res.exit_code == 2 and "--join" in res.output
 

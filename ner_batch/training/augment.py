@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from ..data.conll import Sentence
+from ..labels import bio_spans
 
 NAME_TYPES = ("HackOrg", "Tool", "SamFile", "SecTeam", "Org")
 # Head words that say the type in plain language; masking keeps them ("Lazarus Group" -> "Vokrel Group").
@@ -52,33 +53,12 @@ class AugmentSettings:
         return self.replace > 0 or self.mask > 0
 
 
-@dataclasses.dataclass(frozen=True)
-class Mention:
-    type: str
-    start: int  # first word
-    end: int  # one past the last word
-
-
-def mentions(labels: Sequence[str]) -> Iterator[Mention]:
-    """The BIO spans of a sentence (an I- without its B- opens a span, as seqeval reads it)."""
-    start, kind = -1, ""
-    for i, lab in enumerate(list(labels) + ["O"]):
-        inside = lab.startswith("I-") and lab[2:] == kind and start >= 0
-        if inside:
-            continue
-        if start >= 0:
-            yield Mention(kind, start, i)
-            start, kind = -1, ""
-        if lab.startswith(("B-", "I-")):
-            start, kind = i, lab[2:]
-
-
 def mention_pool(sentences: Sequence[Sentence]) -> dict[str, list[tuple[str, ...]]]:
     """Every mention of the training set, by type (repeats kept: common names are drawn more)."""
     pool: dict[str, list[tuple[str, ...]]] = {}
     for s in sentences:
-        for m in mentions(s.labels):
-            pool.setdefault(m.type, []).append(tuple(s.tokens[m.start : m.end]))
+        for start, end, kind in bio_spans(s.labels):
+            pool.setdefault(kind, []).append(tuple(s.tokens[start:end]))
     return pool
 
 
@@ -121,21 +101,21 @@ def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings
     out_t: list[str] = []
     out_l: list[str] = []
     pos, changed = 0, False
-    for m in mentions(labels):
-        out_t += tokens[pos : m.start]
-        out_l += labels[pos : m.start]
-        words = tokens[m.start : m.end]
+    for start, end, kind in bio_spans(labels):
+        out_t += tokens[pos:start]
+        out_l += labels[pos:start]
+        words = tokens[start:end]
         r = rng.random()
-        if r < settings.mask and m.type in NAME_TYPES and any(name_like(w) for w in words):
+        if r < settings.mask and kind in NAME_TYPES and any(name_like(w) for w in words):
             new = [synthetic_name(rng) if name_like(w) else w for w in words]
-        elif r < settings.mask + settings.replace and len(pool.get(m.type, ())) > 1:
-            new = list(rng.choice(pool[m.type]))
+        elif r < settings.mask + settings.replace and len(pool.get(kind, ())) > 1:
+            new = list(rng.choice(pool[kind]))
         else:
             new = list(words)
         changed |= new != words
         out_t += new
-        out_l += [f"B-{m.type}"] + [f"I-{m.type}"] * (len(new) - 1)
-        pos = m.end
+        out_l += [f"B-{kind}"] + [f"I-{kind}"] * (len(new) - 1)
+        pos = end
     if not changed:
         return sentence
     out_t += tokens[pos:]

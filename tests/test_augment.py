@@ -1,0 +1,131 @@
+"""Mention replacement, name masking, and the span-level type confusion of `evaluate`."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from ner_batch.data.conll import Sentence
+from ner_batch.evaluation import MISSED, SPURIOUS, format_confusion, type_confusion
+from ner_batch.labels import bio_spans
+from ner_batch.training.augment import (
+    NAME_TYPES, AugmentSettings, augment, augment_all, mention_pool, name_like, synthetic_name,
+)
+
+TRAIN = [
+    Sentence("APT28 deployed the X-Agent backdoor in 2016 .".split(),
+             ["B-HackOrg", "O", "O", "B-Tool", "I-Tool", "O", "B-Time", "O"]),
+    Sentence("Lazarus Group used Mimikatz against banks .".split(),
+             ["B-HackOrg", "I-HackOrg", "O", "B-Tool", "O", "B-Idus", "O"]),
+    Sentence("FireEye reported the campaign .".split(), ["B-SecTeam", "O", "O", "B-OffAct", "O"]),
+]
+
+
+def _valid_bio(labels):
+    return all(not lab.startswith("I-") or (i > 0 and labels[i - 1] != "O" and labels[i - 1][2:] == lab[2:])
+               for i, lab in enumerate(labels))
+
+
+def test_shares_of_zero_change_nothing():
+    pool = mention_pool(TRAIN)
+    rng = random.Random(0)
+    assert augment_all(TRAIN, pool, AugmentSettings(), rng) == TRAIN
+    assert all(augment(s, pool, AugmentSettings(), rng) is s for s in TRAIN)
+
+
+def test_replacement_draws_a_mention_of_the_same_type_and_keeps_bio_valid():
+    pool = mention_pool(TRAIN)
+    assert sorted(pool["HackOrg"]) == [("APT28",), ("Lazarus", "Group")]
+    rng = random.Random(3)
+    seen = Counter()
+    for _ in range(200):
+        for s in TRAIN:
+            out = augment(s, pool, AugmentSettings(replace=1.0), rng)
+            assert len(out.tokens) == len(out.labels) and _valid_bio(out.labels)
+            kinds = [k for _, _, k in bio_spans(out.labels)]
+            assert kinds == [k for _, _, k in bio_spans(s.labels)]  # same types, same order
+            for start, end, kind in bio_spans(out.labels):
+                assert tuple(out.tokens[start:end]) in pool[kind]
+                seen[tuple(out.tokens[start:end])] += 1
+            # the words outside mentions are untouched
+            outside = [t for i, t in enumerate(out.tokens) if out.labels[i] == "O"]
+            assert outside == [t for t, lab in zip(s.tokens, s.labels) if lab == "O"]
+    assert seen[("Lazarus", "Group")] and seen[("APT28",)]  # lengths change both ways
+
+
+def test_masking_rewrites_only_name_like_words_of_name_types():
+    pool = mention_pool(TRAIN)
+    rng = random.Random(5)
+    for _ in range(100):
+        out = augment(TRAIN[1], pool, AugmentSettings(mask=1.0), rng)
+        assert out.labels == TRAIN[1].labels  # same length: one synthetic word per name-like word
+        assert out.tokens[1] == "Group"  # a generic head word stays
+        assert out.tokens[0] != "Lazarus" and out.tokens[3] != "Mimikatz"
+        assert out.tokens[5] == "banks"  # Idus is not a name type
+    out = augment(TRAIN[2], pool, AugmentSettings(mask=1.0), rng)
+    assert out.tokens[3] == "campaign"  # OffAct is not a name type
+    assert "OffAct" not in NAME_TYPES and "Tool" in NAME_TYPES
+
+
+def test_synthetic_names_take_many_shapes_and_are_single_words():
+    rng = random.Random(0)
+    names = [synthetic_name(rng) for _ in range(2000)]
+    assert all(n and " " not in n for n in names)
+    shapes = Counter()
+    for n in names:
+        shapes["digit"] += any(c.isdigit() for c in n)
+        shapes["hyphen"] += "-" in n
+        shapes["camel"] += bool(re.match(r"^[A-Z][a-z]+[A-Z][a-z]+$", n))
+        shapes["caps"] += n.isupper()
+        shapes["lower"] += n.islower()
+    assert all(shapes[k] > 100 for k in ("digit", "hyphen", "camel", "caps", "lower")), shapes
+    assert len(set(names)) > 1500
+    assert name_like("APT28") and name_like("x64") and not name_like("Group") and not name_like("banks")
+
+
+@pytest.mark.parametrize("replace,mask,message", [
+    (1.5, 0.0, "expected the replace share between 0 and 1, got 1.5"),
+    (0.0, -0.1, "expected the mask share between 0 and 1, got -0.1"),
+    (0.6, 0.6, "expected --mention-replace + --name-mask at most 1, got 0.6 + 0.6"),
+])
+def test_bad_shares_are_refused_with_the_numbers(replace, mask, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AugmentSettings(replace=replace, mask=mask)
+
+
+def test_training_with_rewrites_sees_different_words_each_epoch(word_encoder):
+    from ner_batch.training.trainer import WordStream
+
+    sents = TRAIN * 10
+    pool = mention_pool(sents)
+    rng = random.Random(1)
+    l2i = {lab: i for i, lab in enumerate(sorted({lab for s in sents for lab in s.labels}))}
+    epochs = [WordStream(word_encoder, augment_all(sents, pool, AugmentSettings(0.3, 0.3), rng), l2i).examples(rng, 0.0)
+              for _ in range(2)]
+    ids = [[e.window.input_ids for e in ex] for ex in epochs]
+    assert ids[0] != ids[1]
+    for ex in epochs:  # tags still line up with the words of every window
+        assert all(len(e.tags) == e.window.word_end - e.window.word_start for e in ex)
+
+
+def test_type_confusion_counts_each_gold_span_once():
+    gold = [["B-Tool", "I-Tool", "O", "B-HackOrg", "O", "B-Area", "O"],
+            ["B-Tool", "O", "O", "O"]]
+    pred = [["B-HackOrg", "I-HackOrg", "O", "B-HackOrg", "I-HackOrg", "O", "O"],  # Tool->HackOrg exact, HackOrg boundary off, Area missed
+            ["B-Tool", "O", "B-Time", "O"]]  # Tool exact, Time spurious
+    c = type_confusion(gold, pred)
+    assert c["matrix"] == {"Area": {MISSED: 1}, "HackOrg": {"HackOrg": 1}, "Tool": {"HackOrg": 1, "Tool": 1},
+                           SPURIOUS: {"Time": 1}}
+    assert c["exact"] == {"Tool": 1}  # the HackOrg span has the right type, the wrong end
+    assert sorted(c["top"]) == sorted([[SPURIOUS, "Time", 1], ["Area", MISSED, 1], ["Tool", "HackOrg", 1]])
+    text = format_confusion(c)
+    assert "Tool -> HackOrg 1" in text and f"{SPURIOUS} -> Time 1" in text
+
+
+def test_type_confusion_pairs_the_most_overlapping_prediction():
+    gold = [["B-Tool", "I-Tool", "I-Tool", "O"]]
+    pred = [["B-Area", "B-SamFile", "I-SamFile", "O"]]
+    assert type_confusion(gold, pred)["matrix"] == {"Tool": {"SamFile": 1}}
