@@ -404,6 +404,117 @@ class Bench:
             log(f"profile    {variant}: " + ", ".join(f"{op} {v['share']:.0%}" for op, v in list(out[variant].items())[:5]))
         self.extra["ort_profile_top_ops"] = out
 
+    def candidates(self, data: Data, bundle: Path) -> None:
+        """Speed candidates, one by one, in one process at steady state (sessions started and
+        warmed before timing; timed rounds interleaved across candidates): session options
+        (spinning off, ``session.dynamic_block_base``), batch caps per variant, static int8 of
+        the ORT-fused graph against that of the plain graph, and static int8 of every encoder
+        MatMul (MinMax and percentile calibration). Each gets its F1 through the same tagging
+        path, so a faster candidate that costs accuracy shows it."""
+        import onnxruntime as ort
+
+        from ner_batch.batching import BatchSettings
+        from ner_batch.data.dnrti import load_split
+        from ner_batch.export.build import calibration_batches, calibration_sentences
+        from ner_batch.export.variants import encoder_matmuls
+        from ner_batch.runtime.bundle import Bundle
+        from ner_batch.runtime.session import session_options
+        from ner_batch.tagging import SentenceTagger
+        from ner_batch.runtime.tagger import Tagger
+
+        b = Bundle.load(bundle)
+        base = Tagger(b, "fp32", device="cpu", say=lambda m: None)
+        train, _ = load_split(data_dir(self.args.data), "train")
+        calib = calibration_batches(base.encoder, calibration_sentences(train))
+
+        def build(name: str, source: Path, *, all_matmuls: bool, method: str) -> Path | None:
+            from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+            import onnx
+
+            from ner_batch.export.variants import _Calibration
+
+            out = self.tmp / f"cand-{name}.onnx"
+            inside, outside = encoder_matmuls(source)
+            if all_matmuls:
+                graph = onnx.load(str(source), load_external_data=False).graph
+                inside = [n.name for n in graph.node if n.op_type == "MatMul" and n.name.startswith("/encoder/")]
+                outside = [n.name for n in graph.node if n.op_type == "MatMul" and n.name not in inside]
+            else:  # the fused graph's MatMuls keep the plain graph's names where they survive fusion
+                graph = onnx.load(str(source), load_external_data=False).graph
+                inside = [n.name for n in graph.node if n.op_type == "MatMul" and n.name in set(inside)]
+            names = [i.name for i in ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()]
+            t0 = time.perf_counter()
+            try:
+                quantize_static(
+                    str(source), str(out), _Calibration(calib, names), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                    nodes_to_quantize=inside, nodes_to_exclude=outside, per_channel=True, reduce_range=False,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, method),
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "DefaultTensorType": onnx.TensorProto.FLOAT,
+                                   "CalibPercentile": 99.999},
+                )
+            except Exception as exc:  # a candidate that cannot be built is reported, not fatal
+                log(f"candidates {name}: could not build ({type(exc).__name__}: {str(exc)[:200]})")
+                return None
+            log(f"candidates built {name} ({len(inside)} MatMuls quantized) in {time.perf_counter() - t0:.0f}s")
+            return out
+
+        fused_int8 = build("int8-fused", b.model_path("opt"), all_matmuls=False, method="MinMax")
+        all_minmax = build("int8-all-minmax", b.model_path("fp32"), all_matmuls=True, method="MinMax")
+        all_pct = build("int8-all-percentile", b.model_path("fp32"), all_matmuls=True, method="Percentile")
+        default = BatchSettings()
+        cands: list[tuple[str, str, Path | None, dict[str, str], BatchSettings]] = [
+            ("fp32", "fp32 (plain graph), defaults", b.model_path("fp32"), {}, default),
+            ("fp32", "opt (fused graph), defaults", b.model_path("opt"), {}, default),
+            ("fp32", "opt, spinning off", b.model_path("opt"), {"session.intra_op.allow_spinning": "0"}, default),
+            ("fp32", "opt, dynamic_block_base 4", b.model_path("opt"), {"session.dynamic_block_base": "4"}, default),
+            ("fp32", "opt, token budget 2048, max batch 8", b.model_path("opt"), {}, BatchSettings(2048, 8)),
+            ("fp32", "opt, token budget 4096, max batch 16", b.model_path("opt"), {}, BatchSettings(4096, 16)),
+            ("fp32", "opt, token budget 16384, max batch 64", b.model_path("opt"), {}, BatchSettings(16384, 64)),
+            ("int8", "int8 static (plain graph), defaults", b.model_path("int8"), {}, default),
+            ("int8", "int8 static, spinning off", b.model_path("int8"), {"session.intra_op.allow_spinning": "0"}, default),
+            ("int8", "int8 static, dynamic_block_base 4", b.model_path("int8"), {"session.dynamic_block_base": "4"}, default),
+            ("int8", "int8 static, token budget 2048, max batch 8", b.model_path("int8"), {}, BatchSettings(2048, 8)),
+            ("int8", "int8 static, token budget 4096, max batch 16", b.model_path("int8"), {}, BatchSettings(4096, 16)),
+            ("int8", "int8 static, token budget 16384, max batch 64", b.model_path("int8"), {}, BatchSettings(16384, 64)),
+            ("int8", "int8 static of the fused graph", fused_int8, {}, default),
+            ("int8", "int8 static, every encoder MatMul, MinMax", all_minmax, {}, default),
+            ("int8", "int8 static, every encoder MatMul, percentile 99.999", all_pct, {}, default),
+            ("int8", "int8-dynamic, defaults", b.model_path("int8-dynamic"), {}, default),
+        ]
+        runners = []
+        for precision, name, path, config, batching in cands:
+            if path is None:
+                continue
+            so = session_options()
+            for k, v in config.items():
+                so.add_session_config_entry(k, v)
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            names = [i.name for i in sess.get_inputs()]
+            emit = lambda batch, s=sess, n=names: s.run(None, {k: v for k, v in batch.inputs().items() if k in n})[0]  # noqa: E731
+            tagger = SentenceTagger(base.encoder, emit, base.decoder, batching)
+            plan = tagger.plan(data.timing)
+            pieces = int(plan.pieces_per_sentence().sum())
+            labels = [t.labels for t in tagger.run(plan)[: len(data.test)]]
+            runners.append((precision, name, tagger, plan, pieces, data.f1(labels)))
+            log(f"candidates ready: {name}")
+        times: dict[str, list[float]] = {r[1]: [] for r in runners}
+        for _ in range(self.args.repeats):
+            for _, name, tagger, plan, _, _ in runners:
+                t0 = time.perf_counter()
+                tagger.run(plan)
+                times[name].append(time.perf_counter() - t0)
+        baselines = {"fp32": "opt (fused graph), defaults", "int8": "int8 static (plain graph), defaults"}
+        med = {name: statistics.median(ts) for name, ts in times.items()}
+        for precision, name, _, _, pieces, f1 in runners:
+            ref = med.get(baselines[precision])
+            row = {"section": "candidates", "system": name, "precision": precision, "sentences": len(data.timing),
+                   "median_s": round(med[name], 3), "runs_s": [round(t, 3) for t in times[name]],
+                   "sentences_per_s": round(len(data.timing) / med[name], 1), "pieces_per_s": round(pieces / med[name], 0),
+                   "vs_default": round(ref / med[name], 3) if ref else None, **f1}
+            self.rows.append(row)
+            log(f"candidates {name:<52} {row['sentences_per_s']:>7.1f} sent/s  x{row['vs_default']}  F1 {f1['f1']}")
+
     def engines(self, data: Data, bundle: Path, variant: str = "int8", workers: int = 2) -> None:
         """--engine ray against local worker processes: same corpus, cores, workers; Ray's
         start-up timed apart; interleaved rounds; peak RSS of driver + workers/actors + Ray."""
@@ -461,7 +572,7 @@ def main(argv=None) -> int:
     ap.add_argument("--raw-mb", type=float, default=2.0, help="MB of raw text")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
     ap.add_argument("--sections", nargs="+", default=["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines",
-                                                      "startup", "profile"])
+                                                      "startup", "profile", "candidates"])
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
 
@@ -502,6 +613,8 @@ def main(argv=None) -> int:
         bench.startup(export / "softmax")
     if "profile" in args.sections:
         bench.profile(data, export / "softmax")
+    if "candidates" in args.sections:
+        bench.candidates(data, export / "softmax")
 
     from report import write_report
 

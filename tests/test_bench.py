@@ -24,7 +24,8 @@ def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
         (export / head).symlink_to(path)
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
-           "--repeat", "1", "--repeats", "1", "--scales", "1", "2", "--sections", "peers", "ner-batch", "decode", "scaling", "engines", "startup", "profile", "--out", str(out)]
+           "--repeat", "1", "--repeats", "1", "--scales", "1", "2", "--sections", "peers", "ner-batch", "decode", "scaling", "engines", "startup", "profile",
+           "candidates", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((out / "latest.json").read_text())
@@ -43,6 +44,11 @@ def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
     assert any(t["target"].startswith("NumPy Viterbi") for t in result["targets"])
     assert "| target | value | goal | met |" in (out / "latest.md").read_text()
     assert (out / "latest.png").stat().st_size > 1000
+    cand = {r["system"]: r for r in result["rows"] if r["section"] == "candidates"}
+    assert cand["opt (fused graph), defaults"]["vs_default"] == 1.0 and "int8 static of the fused graph" in cand
+    assert all(r["sentences_per_s"] > 0 and 0 <= r["f1"] <= 100 for r in cand.values())
+    assert any(t["target"].startswith("start-up share of the 2x run") for t in result["targets"])
+    assert "Speed candidates" in (out / "latest.md").read_text()
     engines = [r for r in result["rows"] if r["section"] == "engines"]
     if engines:  # with the [ray] extra
         assert [r["system"].rsplit(" ", 1)[-1] for r in engines] == ["local", "ray"]
