@@ -206,13 +206,12 @@ class Bench:
     def torch_eager(self, data: Data, run: Path, section: str) -> None:
         import torch
 
-        from ner_batch.encoding import WordEncoder
         from ner_batch.models.tagger import load_model
         from ner_batch.training.trainer import predict_tokens
 
         torch.set_num_threads(os.cpu_count() or 1)
         model, tok = load_model(run / "best")
-        enc = WordEncoder(tok.backend_tokenizer, model.config.max_length)
+        enc = model.config.word_encoder(tok)
         pieces = sum(w.n_tokens for w in enc.windows(data.timing))
         f1 = data.f1(predict_tokens(model, enc, data.test_tokens))
         with torch.inference_mode():

@@ -73,6 +73,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--name-mask", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Per HackOrg/Tool/SamFile/SecTeam/Org mention and epoch, the chance its name-like words become "
                    "synthetic names (so only the context tells the type).")
+@click.option("--shape-markers/--no-shape-markers", default=False, show_default=True,
+              help="Give an uncased backbone each word's shape: a marker piece after Capitalized, ALL-CAPS, mIxed-case "
+                   "and letters+digits words (more word pieces, so slower tagging; see README).")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def train(out_dir, data, threads, bidirectional, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid F1 in OUT/best.
@@ -176,7 +179,6 @@ def _load(directory, split, strict):
 
 
 def _predict_run(run_dir: Path, tokens):
-    from .encoding import WordEncoder
     from .models.tagger import load_model
     from .training.trainer import predict_tokens
 
@@ -185,7 +187,7 @@ def _predict_run(run_dir: Path, tokens):
         model, tokenizer = load_model(best)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    return predict_tokens(model, WordEncoder(tokenizer.backend_tokenizer, model.config.max_length), tokens)
+    return predict_tokens(model, model.config.word_encoder(tokenizer), tokens)
 
 
 def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):

@@ -9,6 +9,12 @@ windows (consecutive ones share about ``overlap`` word pieces), and each word *b
 the window where it sits farthest from an edge, so every word's emission is computed with
 context on both sides: no word is ever dropped and no window border shows. A single word
 with more pieces than fit in a window keeps its first pieces (only the first one is labelled).
+
+*Shape markers* (``shape_markers=True``) give an uncased tokenizer the case it throws away:
+a word that is Capitalized, ALL-CAPS, mIxed, or mixes letters and digits gets one extra
+piece after its own, a vocabulary token the pre-trained model never used (``[unused1]`` ..
+``[unused4]``, see :func:`word_shape`); lower-case words, numbers and punctuation get none.
+The first piece, whose emission labels the word, is the word's own.
 """
 
 from __future__ import annotations
@@ -22,6 +28,22 @@ import numpy as np
 from tokenizers import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
+SHAPE_MARKERS = ("[unused1]", "[unused2]", "[unused3]", "[unused4]")  # Capitalized, ALLCAPS, mIxed, letters+digits
+
+
+def word_shape(word: str) -> int:
+    """0: no marker (lower case, numbers, punctuation); 1: Capitalized; 2: ALL-CAPS (two or
+    more letters); 3: mixed case otherwise (PowerShell, iOS); 4: letters and digits (APT28, x64)."""
+    letters = [c for c in word if c.isalpha()]
+    if not letters or not any(c.isupper() for c in letters):
+        return 4 if letters and any(c.isdigit() for c in word) else 0
+    if any(c.isdigit() for c in word):
+        return 4
+    if len(letters) >= 2 and all(c.isupper() for c in letters):
+        return 2
+    if letters[0].isupper() and not any(c.isupper() for c in letters[1:]):
+        return 1
+    return 3
 
 
 @dataclasses.dataclass
@@ -76,8 +98,18 @@ class Batch:
 class WordEncoder:
     """Turns pre-split words into windows of word-piece ids with first-piece positions."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 256, overlap: int | None = None):
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 256, overlap: int | None = None, *,
+                 shape_markers: bool = False):
         self.pad_id = _pad_id(tokenizer)
+        self.shape_markers = bool(shape_markers)
+        self.marker_ids: list[int] = []
+        if self.shape_markers:
+            found = [tokenizer.token_to_id(m) for m in SHAPE_MARKERS]
+            if any(i is None for i in found):
+                missing = [m for m, i in zip(SHAPE_MARKERS, found) if i is None]
+                raise ValueError(f"shape markers: expected {', '.join(SHAPE_MARKERS)} in the tokenizer's vocabulary, "
+                                 f"found no {', '.join(missing)}; train without --shape-markers (a cased backbone sees case anyway)")
+            self.marker_ids = [int(i) for i in found]
         tokenizer = Tokenizer.from_str(tokenizer.to_str())  # private copy: no padding, no truncation
         tokenizer.no_padding()
         tokenizer.no_truncation()
@@ -99,14 +131,15 @@ class WordEncoder:
             raise ValueError(f"expected an overlap of 0..{self.budget // 2} word pieces (half a window), got {overlap}")
 
     @classmethod
-    def from_dir(cls, directory: str | Path, max_length: int = 256) -> "WordEncoder":
+    def from_dir(cls, directory: str | Path, max_length: int = 256, *, shape_markers: bool = False) -> "WordEncoder":
         path = Path(directory) / TOKENIZER_FILE
         if not path.is_file():
             raise FileNotFoundError(f"expected a tokenizer at {path}, found no {TOKENIZER_FILE}")
-        return cls(Tokenizer.from_file(str(path)), max_length)
+        return cls(Tokenizer.from_file(str(path)), max_length, shape_markers=shape_markers)
 
     def word_pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
-        """Word-piece ids per word per sentence; a word with no pieces gets ``[UNK]``."""
+        """Word-piece ids per word per sentence; a word with no pieces gets ``[UNK]``; with
+        shape markers, a marked word's marker follows its pieces."""
         out: list[list[list[int]]] = []
         encodings = self.tokenizer.encode_batch(
             [list(s) for s in sentences], is_pretokenized=True, add_special_tokens=False
@@ -119,6 +152,11 @@ class WordEncoder:
             for p in pieces:
                 if not p:
                     p.append(self.unk_id)
+            if self.shape_markers:
+                for word, p in zip(words, pieces):
+                    shape = word_shape(word)
+                    if shape:
+                        p.append(self.marker_ids[shape - 1])
             out.append(pieces)
         return out
 

@@ -104,7 +104,7 @@ def build_bundle(
     tmp.mkdir(parents=True)
     started = time.time()
 
-    encoder = WordEncoder(tokenizer.backend_tokenizer, cfg.max_length)
+    encoder = cfg.word_encoder(tokenizer)
     tokenizer.backend_tokenizer.save(str(tmp / fmt.TOKENIZER))
     (tmp / fmt.LABELS).write_text(json.dumps(cfg.labels, indent=1) + "\n")
     params = model.head.decoder_params()
@@ -169,6 +169,7 @@ def build_bundle(
         "backbone": cfg.backbone,
         "encoder_type": cfg.encoder.get("model_type"),
         "max_length": cfg.max_length,
+        "shape_markers": cfg.shape_markers,
         "label_scheme": "BIO",
         "num_labels": cfg.num_labels,
         "lstm": {"hidden": cfg.lstm_hidden, "bidirectional": cfg.lstm_bidirectional} if cfg.head == "crf" else None,

@@ -22,12 +22,19 @@ class TaggerConfig:
     dropout: float = 0.1
     lstm_hidden: int = 256
     lstm_bidirectional: bool = True
+    shape_markers: bool = False  # a marker piece after Capitalized / ALLCAPS / mIxed / alphanumeric words (encoding.py)
     encoder: dict[str, Any] = dataclasses.field(default_factory=dict)  # the encoder's HF config
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"expected head to be one of {HEADS}, got {self.head!r}")
         self.labels = validate_labels(self.labels, where="tagger labels")
+
+    def word_encoder(self, tokenizer):
+        """The WordEncoder this model was trained with (``tokenizer``: a HF fast tokenizer)."""
+        from ..encoding import WordEncoder
+
+        return WordEncoder(tokenizer.backend_tokenizer, self.max_length, shape_markers=self.shape_markers)
 
     @property
     def num_labels(self) -> int:

@@ -67,6 +67,10 @@ class Bundle:
     def max_length(self) -> int:
         return int(self.manifest["max_length"])
 
+    @property
+    def shape_markers(self) -> bool:
+        return bool(self.manifest.get("shape_markers", False))
+
     def model_path(self, variant: str) -> Path:
         """The variant's ONNX file: listed in the manifest, inside the bundle, and (when the
         bundle was loaded with ``verify``) matching its checksum, hashed once per process."""
@@ -137,6 +141,8 @@ class Bundle:
             raise BundleError(f"{mpath}: expected num_labels to be a positive integer, found {n!r}")
         if not isinstance(manifest.get("max_length"), int) or manifest["max_length"] < 4:
             raise BundleError(f"{mpath}: expected max_length to be an integer of at least 4, found {manifest.get('max_length')!r}")
+        if not isinstance(manifest.get("shape_markers", False), bool):
+            raise BundleError(f"{mpath}: expected shape_markers to be true or false, found {manifest.get('shape_markers')!r}")
         bundle = cls(path, manifest, [], None, verify=verify, files=files)
         for name in (LABELS, TOKENIZER) + ((CRF,) if manifest.get("head") == "crf" else ()):
             bundle._listed(name)

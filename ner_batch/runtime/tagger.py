@@ -41,7 +41,7 @@ class Tagger(SentenceTagger):
         dim = self.model.session.get_outputs()[0].shape[-1]
         if isinstance(dim, int) and dim != len(labels):
             raise BundleError(f"{self.bundle.path}: expected the graph to emit {len(labels)} labels (labels.json), got {dim}")
-        encoder = WordEncoder.from_dir(self.bundle.path, self.bundle.max_length)
+        encoder = WordEncoder.from_dir(self.bundle.path, self.bundle.max_length, shape_markers=self.bundle.shape_markers)
         super().__init__(encoder, lambda batch: self.model(batch.inputs()), Decoder(labels, self.bundle.crf), batching)
         if variant.startswith("int8") and say is not None:
             note = cpu_mismatch(self.bundle, variant)

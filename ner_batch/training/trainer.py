@@ -55,6 +55,7 @@ class TrainSettings:
     batch_tokens: int = 0  # cap on padded word pieces per batch (0 = batch_size windows, whatever their length)
     mention_replace: float = 0.0  # per mention and epoch: swap for another train mention of its type (augment.py)
     name_mask: float = 0.0  # per name mention and epoch: name-like words become synthetic names (augment.py)
+    shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
 
     @property
     def augment(self) -> AugmentSettings:
@@ -272,6 +273,7 @@ def train(
         config = TaggerConfig(
             head=settings.head, labels=labels, backbone=settings.backbone, max_length=settings.max_length,
             dropout=settings.dropout, lstm_hidden=settings.lstm_hidden, lstm_bidirectional=settings.lstm_bidirectional,
+            shape_markers=settings.shape_markers,
         )
         model = build_model(config)
     else:
@@ -279,7 +281,7 @@ def train(
         if extra:
             raise ValueError(f"expected the data's labels among the model's {len(model.config.labels)}, found {extra} too")
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
-    encoder = WordEncoder(tokenizer.backend_tokenizer, model.config.max_length)
+    encoder = model.config.word_encoder(tokenizer)
 
     augment = settings.augment  # checks the shares before any work
     pool = mention_pool(train_s)
