@@ -414,8 +414,8 @@ class Bench:
 
         from ner_batch.batching import BatchSettings
         from ner_batch.data.dnrti import load_split
-        from ner_batch.export.build import calibration_batches, calibration_sentences
-        from ner_batch.export.variants import encoder_matmuls
+        from ner_batch.export.build import INT8_REDUCE_RANGE, calibration_batches, calibration_sentences
+        from ner_batch.export.variants import quantize_int8_static
         from ner_batch.runtime.bundle import Bundle
         from ner_batch.runtime.session import session_options
         from ner_batch.tagging import SentenceTagger
@@ -426,41 +426,20 @@ class Bench:
         train, _ = load_split(data_dir(self.args.data), "train")
         calib = calibration_batches(base.encoder, calibration_sentences(train))
 
-        def build(name: str, source: Path, *, all_matmuls: bool, method: str) -> Path | None:
-            from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-            import onnx
-
-            from ner_batch.export.variants import _Calibration
-
+        def build(name: str, source: Path, **how) -> Path | None:
             out = self.tmp / f"cand-{name}.onnx"
-            inside, outside = encoder_matmuls(source)
-            if all_matmuls:
-                graph = onnx.load(str(source), load_external_data=False).graph
-                inside = [n.name for n in graph.node if n.op_type == "MatMul" and n.name.startswith("/encoder/")]
-                outside = [n.name for n in graph.node if n.op_type == "MatMul" and n.name not in inside]
-            else:  # the fused graph's MatMuls keep the plain graph's names where they survive fusion
-                graph = onnx.load(str(source), load_external_data=False).graph
-                inside = [n.name for n in graph.node if n.op_type == "MatMul" and n.name in set(inside)]
-            names = [i.name for i in ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()]
             t0 = time.perf_counter()
             try:
-                quantize_static(
-                    str(source), str(out), _Calibration(calib, names), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-                    nodes_to_quantize=inside, nodes_to_exclude=outside, per_channel=True, reduce_range=False,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=getattr(CalibrationMethod, method),
-                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "DefaultTensorType": onnx.TensorProto.FLOAT,
-                                   "CalibPercentile": 99.999},
-                )
+                done = quantize_int8_static(source, out, calib, reduce_range=INT8_REDUCE_RANGE, **how)
             except Exception as exc:  # a candidate that cannot be built is reported, not fatal
                 log(f"candidates {name}: could not build ({type(exc).__name__}: {str(exc)[:200]})")
                 return None
-            log(f"candidates built {name} ({len(inside)} MatMuls quantized) in {time.perf_counter() - t0:.0f}s")
+            log(f"candidates built {name} ({done['quantized_matmuls']} MatMuls quantized) in {time.perf_counter() - t0:.0f}s")
             return out
 
-        fused_int8 = build("int8-fused", b.model_path("opt"), all_matmuls=False, method="MinMax")
-        all_minmax = build("int8-all-minmax", b.model_path("fp32"), all_matmuls=True, method="MinMax")
-        all_pct = build("int8-all-percentile", b.model_path("fp32"), all_matmuls=True, method="Percentile")
+        fused_int8 = build("int8-fused", b.model_path("opt"))
+        all_minmax = build("int8-all-minmax", b.model_path("fp32"), down_projections=True)
+        all_pct = build("int8-all-percentile", b.model_path("fp32"), down_projections=True, method="Percentile")
         default = BatchSettings()
         cands: list[tuple[str, str, Path | None, dict[str, str], BatchSettings]] = [
             ("fp32", "fp32 (plain graph), defaults", b.model_path("fp32"), {}, default),
