@@ -129,3 +129,17 @@ def test_type_confusion_pairs_the_most_overlapping_prediction():
     gold = [["B-Tool", "I-Tool", "I-Tool", "O"]]
     pred = [["B-Area", "B-SamFile", "I-SamFile", "O"]]
     assert type_confusion(gold, pred)["matrix"] == {"Tool": {"SamFile": 1}}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--mention-replace", "0.7", "--name-mask", "0.6"], "expected --mention-replace + --name-mask at most 1, got 0.7 + 0.6"),
+    (["--name-mask", "1.5"], "--name-mask"),
+])
+def test_train_refuses_bad_shares_in_one_line(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from ner_batch.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path), *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run").exists()

@@ -110,3 +110,27 @@ def test_training_loop_writes_metrics_curves_and_best(tmp_path, tokenizer):
     for name in ("metrics.json", "curves.png", "train.log", "best/model.safetensors", "best/tagger.json", "best/tokenizer.json", "best/labels.json"):
         assert (tmp_path / "run" / name).is_file(), name
     assert metrics["test"]["unseen"]["sentences"] == 0  # every test sentence occurs in train
+
+
+def test_training_with_rewrites_and_shape_markers_records_valid_unseen_per_epoch(tmp_path, tokenizer):
+    import dataclasses
+    import json
+
+    from ner_batch.data.conll import Sentence
+    from ner_batch.models import build_model
+    from ner_batch.models.config import TaggerConfig
+
+    sents = tiny_sentences()
+    other = Sentence("Sofacy used Zebrocy against Europe .".split(), ["B-HackOrg", "O", "B-Tool", "O", "B-Area", "O"])
+    splits = {"train": sents * 4, "valid": sents + [other], "test": [other]}
+    model = build_model(dataclasses.replace(make_tiny_model("softmax").config, shape_markers=True), pretrained=False)
+    settings = TrainSettings(head="softmax", epochs=2, lr=3e-3, head_lr=3e-3, batch_size=2, mention_replace=0.5,
+                             name_mask=0.5, shape_markers=True)
+    log: list[str] = []
+    metrics = train(settings, tmp_path / "run", model=model, tokenizer=tokenizer, splits=splits, progress=False, log=log.append)
+    assert all(0.0 <= e["valid_unseen_f1"] <= 1.0 for e in metrics["epochs"])
+    assert metrics["valid"]["unseen"]["sentences"] == 1  # the one valid sentence not in train
+    assert "mention replace 0.5, name mask 0.5" in "\n".join(log)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["settings"]
+    assert saved["mention_replace"] == 0.5 and saved["shape_markers"] is True
+    assert TaggerConfig.load(tmp_path / "run" / "best").shape_markers is True
