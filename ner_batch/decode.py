@@ -204,7 +204,7 @@ class Decoder:
     crf: dict[str, np.ndarray] | None = None  # transitions (L, L), start (L,), end (L,)
     max_words: int = 2048
     overlap: int = 128
-    group_words: int = 1 << 15
+    group_words: int = 4096  # measured: 2x faster than 32768 on DNRTI test x3 (less padding per group)
 
     def __post_init__(self) -> None:
         self.labels = list(self.labels)

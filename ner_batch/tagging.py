@@ -37,7 +37,7 @@ class SentenceTags:
 
     def entities(self) -> list[tuple[int, int, str, float]]:
         """``(first_word, end_word_exclusive, type, score)`` per entity; score = mean word confidence."""
-        return [(s, e, t, float(np.mean(self.scores[s:e]))) for s, e, t in bio_spans(self.labels)]
+        return [(s, e, t, float(sum(self.scores[s:e])) / (e - s)) for s, e, t in bio_spans(self.labels)]
 
 
 @dataclasses.dataclass

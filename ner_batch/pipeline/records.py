@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 from typing import Any, Sequence
 
 from ..tagging import SentenceTags
@@ -57,10 +58,13 @@ def error_record(doc: Document) -> dict[str, Any]:
 _LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085", "\x1c": "\\u001c",
                 "\x1d": "\\u001d", "\x1e": "\\u001e", "\x0b": "\\u000b", "\x0c": "\\u000c"}
 _LINE_BREAKS_TABLE = str.maketrans(_LINE_BREAKS)
+_LINE_BREAK_RE = re.compile("[" + "".join(_LINE_BREAKS) + "]")
 
 
 def one_line(serialized_json: str) -> str:
     """Serialized JSON with the characters that some readers take for line breaks escaped."""
+    if _LINE_BREAK_RE.search(serialized_json) is None:  # the common case: a C scan, no copy
+        return serialized_json
     return serialized_json.translate(_LINE_BREAKS_TABLE)
 
 
