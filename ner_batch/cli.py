@@ -113,13 +113,13 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
               help="Tag N consecutive sentences joined into one sequence, with no boundary the tagger can see (as a "
                    "whole pre-tokenized document is tagged), then score each sentence as usual.")
 @click.option("--confusions", is_flag=True,
-              help="Also print which gold type got which predicted type (span level), e.g. 'Tool -> HackOrg 41'. "
-                   "--json always has it.")
+              help="Print the whole span-level type confusion table (which gold type got which predicted type); "
+                   "without it, only the largest confusions. --json always has the table.")
 def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict, join, confusions) -> None:
     """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
     and on its "unseen" part (sentences whose tokens do not occur in train)."""
     from .data.dnrti import data_dir, unseen_mask
-    from .evaluation import format_confusion, format_report, score
+    from .evaluation import confusion_headline, format_confusion, format_report, score
 
     try:
         directory = data_dir(data)
@@ -164,6 +164,8 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict,
         if confusions:
             click.echo("")
             click.echo(format_confusion(result["confusion"]))
+        else:
+            click.echo(confusion_headline(result["confusion"]))
 
 
 def _load(directory, split, strict):

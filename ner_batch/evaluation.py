@@ -113,6 +113,16 @@ def format_confusion(confusion: dict[str, Any], top: int = 15) -> str:
     return "\n".join(lines)
 
 
+def confusion_headline(confusion: dict[str, Any], top: int = 6) -> str:
+    """One line: the largest confusions between two types, then missed and spurious spans."""
+    between = [(g, p, n) for g, p, n in confusion["top"] if MISSED not in (g, p) and SPURIOUS not in (g, p)]
+    missed = sum(row.get(MISSED, 0) for row in confusion["matrix"].values())
+    spurious = sum(confusion["matrix"].get(SPURIOUS, {}).values())
+    head = ", ".join(f"{g} -> {p} {n}" for g, p, n in between[:top]) or "none"
+    return (f"largest type confusions (gold -> predicted, spans): {head}; missed spans {missed}, spurious spans {spurious} "
+            "(evaluate --confusions: the table)")
+
+
 def format_report(result: dict[str, Any], title: str = "") -> str:
     lines = []
     if title:

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from ner_batch.data.conll import Sentence
-from ner_batch.evaluation import MISSED, SPURIOUS, format_confusion, type_confusion
+from ner_batch.evaluation import MISSED, SPURIOUS, confusion_headline, format_confusion, type_confusion
 from ner_batch.labels import bio_spans
 from ner_batch.training.augment import (
     NAME_TYPES, AugmentSettings, augment, augment_all, mention_pool, name_like, synthetic_name,
@@ -121,6 +121,8 @@ def test_type_confusion_counts_each_gold_span_once():
                            SPURIOUS: {"Time": 1}}
     assert c["exact"] == {"Tool": 1}  # the HackOrg span has the right type, the wrong end
     assert sorted(c["top"]) == sorted([[SPURIOUS, "Time", 1], ["Area", MISSED, 1], ["Tool", "HackOrg", 1]])
+    assert confusion_headline(c) == ("largest type confusions (gold -> predicted, spans): Tool -> HackOrg 1; missed spans 1, "
+                                     "spurious spans 1 (evaluate --confusions: the table)")
     text = format_confusion(c)
     assert "Tool -> HackOrg 1" in text and f"{SPURIOUS} -> Time 1" in text
 
