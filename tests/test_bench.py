@@ -25,7 +25,7 @@ def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
            "--repeat", "1", "--repeats", "1", "--scales", "1", "2", "--sections", "peers", "ner-batch", "decode", "scaling", "engines", "startup", "profile",
-           "candidates", "--out", str(out)]
+           "candidates", "raw", "--raw-mb", "0.05", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((out / "latest.json").read_text())
@@ -44,6 +44,9 @@ def test_bench_smoke(tmp_path, tiny_bundles, tokenizer):
     assert any(t["target"].startswith("NumPy Viterbi") for t in result["targets"])
     assert "| target | value | goal | met |" in (out / "latest.md").read_text()
     assert (out / "latest.png").stat().st_size > 1000
+    raw = [r for r in result["rows"] if r["section"] == "raw text"]
+    assert raw[-1]["system"].startswith("HF pipeline (PyTorch), batch") and all(r["raw_ratio"] > 0 for r in raw[:-1])
+    assert all(len(r["runs_s"]) == 1 for r in raw)  # --repeats 1: medians of the same repeats as the rest
     cand = {r["system"]: r for r in result["rows"] if r["section"] == "candidates"}
     assert cand["opt (fused graph), defaults"]["vs_default"] == 1.0 and "int8 static of the fused graph" in cand
     assert all(r["sentences_per_s"] > 0 and 0 <= r["f1"] <= 100 for r in cand.values())
