@@ -121,6 +121,11 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "| roofline | matmul GFLOP/s | MFLOP/token | compute-bound tokens/s | measured word pieces/s | share |", "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['system']} | {r['matmul_gflops']} | {r['mflops_per_token']} | {r['roofline_tokens_per_s']:,.0f} | "
                   f"{r['word_pieces_per_s']:,.0f} | {r['share']:.0%} |" for r in roof]
+        sg = result.get("extra", {}).get("sgemm_gflops")
+        if sg:
+            lines.append(f"\nfp32 sgemm at 4096x384 @ 384x1536 on this machine: NumPy {sg['numpy']} GFLOP/s, ONNX Runtime MatMul "
+                         f"{sg['onnxruntime']} GFLOP/s; the roofline takes the faster. MFLOP/token counts the encoder's weight "
+                         "MatMuls and the attention scores; measured word pieces/s is the encoder alone at steady state.")
     eng = [r for r in rows if r["section"] == "engines"]
     if eng:
         lines += ["", "| engines (same corpus, cores, workers) | sentences/s | median s | peak RSS MB (driver + workers/actors + Ray) | same output |",
