@@ -165,6 +165,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in result["rows"] if r["section"] in ("softmax", "crf") and "sentences_per_s" in r]
+    if not rows:  # a run of other sections only
+        return
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.2))
     names = [f"[{r['section']}] {r['system']}" for r in rows]
     vals = [r["sentences_per_s"] for r in rows]
@@ -194,4 +196,4 @@ def write_report(result: dict[str, Any], out_dir: Path) -> list[Path]:
     paths[0].write_text(json.dumps(result, indent=1) + "\n")
     paths[1].write_text(markdown(result))
     chart(result, paths[2])
-    return paths
+    return [p for p in paths if p.exists()]

@@ -587,7 +587,7 @@ def main(argv=None) -> int:
     ap.add_argument("--raw-mb", type=float, default=1.0, help="MB of raw text")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
     ap.add_argument("--sections", nargs="+", default=["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines",
-                                                      "startup", "profile", "candidates"])
+                                                      "startup", "profile", "candidates", "markers"])
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
 
@@ -630,6 +630,16 @@ def main(argv=None) -> int:
         bench.profile(data, export / "softmax")
     if "candidates" in args.sections:
         bench.candidates(data, export / "softmax")
+    if "markers" in args.sections:
+        # The cost of shape markers (issue 10): the same head trained with --shape-markers, exported
+        # as export/<head>-shape, against the bundle above, fp32 and int8, side by side in this run.
+        for head in ("softmax", "crf"):
+            marked = export / f"{head}-shape"
+            if not (marked / "manifest.json").is_file():
+                log(f"markers: no {marked}; skipped")
+                continue
+            bench.ner_batch(data, export / head, f"{head}, no markers", ("fp32", "int8"), (1,))
+            bench.ner_batch(data, marked, f"{head} + shape markers", ("fp32", "int8"), (1,))
 
     from report import write_report
 
