@@ -96,7 +96,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"median of {result['repeats']} timed runs after a warm-up. Each ratio is against the best peer row of the same "
         f"precision in this run: fp32 `{(result.get('best_peers') or {}).get('fp32', '-')}`, "
         f"int8 `{(result.get('best_peers') or {}).get('int8', '-')}`. Peers are timed warm in-process; ner-batch rows "
-        "include reading, writing and (per run) the session start.",
+        "include reading, writing and (per run) the session start."
+        + (" Models: " + ", ".join(f"{h} `{v['run']}` / `{v['bundle']}`" for h, v in result["models"].items()) + "."
+           if result.get("models") else ""),
         "",
         "| section | system | precision | sentences/s | word pieces/s | × best peer | test F1 | unseen F1 | F1, fed the words | padding |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",

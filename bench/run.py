@@ -598,6 +598,17 @@ def main(argv=None) -> int:
         if not need.exists():
             print(f"bench: expected {need}; run `make train` and `make export` first", file=sys.stderr)
             return 2
+    # The peers can only be fed plain words: when the shipped models use shape markers and the
+    # plain ones are kept beside them (<head>-plain), the peer comparison runs on the plain ones,
+    # so that every system gets the same weights and the same input.
+    run_of, bundle_of = {}, {}
+    for head in ("softmax", "crf"):
+        marked = json.loads((runs / head / "best" / "tagger.json").read_text()).get("shape_markers")
+        plain = marked and (runs / f"{head}-plain" / "best").is_dir() and (export / f"{head}-plain" / "manifest.json").is_file()
+        run_of[head] = runs / (f"{head}-plain" if plain else head)
+        bundle_of[head] = export / (f"{head}-plain" if plain else head)
+        if marked and not plain:
+            log(f"{head}: the model uses shape markers and no {head}-plain model is beside it: the peers get words without markers")
     data = Data(data_dir(args.data), args.repeat, args.raw_mb)
     bench = Bench(args)
     started = time.time()
@@ -605,47 +616,52 @@ def main(argv=None) -> int:
     if "peers" in args.sections or "raw" in args.sections:
         from hf_checkpoint import write_hf_checkpoint
 
-        hf_dir = write_hf_checkpoint(runs / "softmax", bench.tmp / "hf-softmax")
+        hf_dir = write_hf_checkpoint(run_of["softmax"], bench.tmp / "hf-softmax")
     if "peers" in args.sections:
         bench.peers(data, hf_dir)
-        bench.torch_eager(data, runs / "softmax", "softmax")
+        bench.torch_eager(data, run_of["softmax"], "softmax")
     if "ner-batch" in args.sections:
-        bench.ner_batch(data, export / "softmax", "softmax", ("fp32", "opt", "int8", "int8-dynamic"), (1, 2))
+        bench.ner_batch(data, bundle_of["softmax"], "softmax", ("fp32", "opt", "int8", "int8-dynamic"), (1, 2))
     if "crf" in args.sections:
-        bench.torch_eager(data, runs / "crf", "crf")
-        bench.ner_batch(data, export / "crf", "crf", ("opt", "int8", "int8-dynamic"), (1, 2))
+        bench.torch_eager(data, run_of["crf"], "crf")
+        bench.ner_batch(data, bundle_of["crf"], "crf", ("opt", "int8", "int8-dynamic"), (1, 2))
     if "decode" in args.sections:
         bench.decode_only()
     if "roofline" in args.sections:
-        bench.roofline(data, export / "softmax")
+        bench.roofline(data, bundle_of["softmax"])
     if "raw" in args.sections:
-        bench.raw_text(data, export / "softmax", hf_dir)
+        bench.raw_text(data, bundle_of["softmax"], hf_dir)
     if "scaling" in args.sections:
-        bench.scaling(data, export / "softmax", "int8")
+        bench.scaling(data, bundle_of["softmax"], "int8")
     if "engines" in args.sections:
-        bench.engines(data, export / "softmax")
+        bench.engines(data, bundle_of["softmax"])
     if "startup" in args.sections:
-        bench.startup(export / "softmax")
+        bench.startup(bundle_of["softmax"])
     if "profile" in args.sections:
-        bench.profile(data, export / "softmax")
+        bench.profile(data, bundle_of["softmax"])
     if "candidates" in args.sections:
-        bench.candidates(data, export / "softmax")
+        bench.candidates(data, bundle_of["softmax"])
     if "markers" in args.sections:
-        # The cost of shape markers (issue 10): the same head trained with --shape-markers, exported
-        # as export/<head>-shape, against the bundle above, fp32 and int8, side by side in this run.
+        # The cost of shape markers (issue 10), side by side in this run, fp32 and int8: a head's bundle
+        # with --shape-markers against the same head without (export/<head>-shape beside a plain
+        # export/<head>, or export/<head>-plain beside a marker export/<head>).
         for head in ("softmax", "crf"):
-            marked = export / f"{head}-shape"
-            if not (marked / "manifest.json").is_file():
-                log(f"markers: no {marked}; skipped")
+            pairs = [(export / head, export / f"{head}-shape"), (export / f"{head}-plain", export / head)]
+            pair = next(((p, m) for p, m in pairs if (p / "manifest.json").is_file() and (m / "manifest.json").is_file()
+                         and json.loads((m / "manifest.json").read_text()).get("shape_markers")
+                         and not json.loads((p / "manifest.json").read_text()).get("shape_markers")), None)
+            if pair is None:
+                log(f"markers: no {head} bundle pair with and without shape markers; skipped")
                 continue
-            bench.ner_batch(data, export / head, f"{head}, no markers", ("fp32", "int8"), (1,))
-            bench.ner_batch(data, marked, f"{head} + shape markers", ("fp32", "int8"), (1,))
+            bench.ner_batch(data, pair[0], f"{head}, no markers", ("fp32", "int8"), (1,))
+            bench.ner_batch(data, pair[1], f"{head} + shape markers", ("fp32", "int8"), (1,))
 
     from report import write_report
 
     result = {"machine": machine(), "command": "make bench", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "seconds": round(time.time() - started, 1), "timing_corpus": f"DNRTI test x{args.repeat} ({len(data.timing)} sentences)",
-              "repeats": args.repeats, "rows": bench.rows, "extra": bench.extra}
+              "repeats": args.repeats, "rows": bench.rows, "extra": bench.extra,
+              "models": {h: {"run": str(run_of[h]), "bundle": str(bundle_of[h])} for h in run_of}}
     paths = write_report(result, Path(args.out))
     log(f"wrote {', '.join(str(p) for p in paths)} in {time.time() - started:.0f}s")
     return 0
