@@ -478,20 +478,16 @@ class Bench:
         all_minmax = build("int8-all-minmax", b.model_path("fp32"), down_projections=True)
         all_pct = build("int8-all-percentile", b.model_path("fp32"), down_projections=True, method="Percentile")
         default = BatchSettings()
+        # The same session options and batch caps, each alone, on the fused fp32 graph and on static int8.
+        tweaks = [("defaults", {}, default), ("spinning off", {"session.intra_op.allow_spinning": "0"}, default),
+                  ("dynamic_block_base 4", {"session.dynamic_block_base": "4"}, default)]
+        tweaks += [(f"token budget {t}, max batch {m}", {}, BatchSettings(t, m)) for t, m in ((2048, 8), (4096, 16), (16384, 64))]
         cands: list[tuple[str, str, Path | None, dict[str, str], BatchSettings]] = [
-            ("fp32", "fp32 (plain graph), defaults", b.model_path("fp32"), {}, default),
-            ("fp32", "opt (fused graph), defaults", b.model_path("opt"), {}, default),
-            ("fp32", "opt, spinning off", b.model_path("opt"), {"session.intra_op.allow_spinning": "0"}, default),
-            ("fp32", "opt, dynamic_block_base 4", b.model_path("opt"), {"session.dynamic_block_base": "4"}, default),
-            ("fp32", "opt, token budget 2048, max batch 8", b.model_path("opt"), {}, BatchSettings(2048, 8)),
-            ("fp32", "opt, token budget 4096, max batch 16", b.model_path("opt"), {}, BatchSettings(4096, 16)),
-            ("fp32", "opt, token budget 16384, max batch 64", b.model_path("opt"), {}, BatchSettings(16384, 64)),
-            ("int8", "int8 static (plain graph), defaults", b.model_path("int8"), {}, default),
-            ("int8", "int8 static, spinning off", b.model_path("int8"), {"session.intra_op.allow_spinning": "0"}, default),
-            ("int8", "int8 static, dynamic_block_base 4", b.model_path("int8"), {"session.dynamic_block_base": "4"}, default),
-            ("int8", "int8 static, token budget 2048, max batch 8", b.model_path("int8"), {}, BatchSettings(2048, 8)),
-            ("int8", "int8 static, token budget 4096, max batch 16", b.model_path("int8"), {}, BatchSettings(4096, 16)),
-            ("int8", "int8 static, token budget 16384, max batch 64", b.model_path("int8"), {}, BatchSettings(16384, 64)),
+            ("fp32", "fp32 (plain graph), defaults", b.model_path("fp32"), {}, default)]
+        for precision, label, path in (("fp32", "opt (fused graph)", b.model_path("opt")),
+                                       ("int8", "int8 static (plain graph)", b.model_path("int8"))):
+            cands += [(precision, f"{label}, {what}", path, config, batching) for what, config, batching in tweaks]
+        cands += [
             ("int8", "int8 static of the fused graph", fused_int8, {}, default),
             ("int8", "int8 static, every encoder MatMul, MinMax", all_minmax, {}, default),
             ("int8", "int8 static, every encoder MatMul, percentile 99.999", all_pct, {}, default),

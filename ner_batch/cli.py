@@ -89,10 +89,9 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    settings = TrainSettings(lstm_bidirectional=bidirectional, **kw)
     try:
-        settings.augment  # noqa: B018 - checks the rewrite shares before any work
-    except ValueError as exc:
+        settings = TrainSettings(lstm_bidirectional=bidirectional, **kw)
+    except ValueError as exc:  # rewrite shares that do not add up
         raise click.UsageError(str(exc)) from None
     metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))

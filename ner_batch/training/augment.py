@@ -125,6 +125,4 @@ def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings
 
 def augment_all(sentences: Sequence[Sentence], pool: dict[str, list[tuple[str, ...]]], settings: AugmentSettings,
                 rng: random.Random) -> list[Sentence]:
-    if not settings.active:
-        return list(sentences)
     return [augment(s, pool, settings, rng) for s in sentences]

@@ -57,6 +57,9 @@ class TrainSettings:
     name_mask: float = 0.0  # per name mention and epoch: name-like words become synthetic names (augment.py)
     shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
 
+    def __post_init__(self) -> None:
+        self.augment  # noqa: B018 - refuses bad rewrite shares when the settings are made, before any work
+
     @property
     def augment(self) -> AugmentSettings:
         return AugmentSettings(replace=self.mention_replace, mask=self.name_mask)
@@ -283,9 +286,9 @@ def train(
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
     encoder = model.config.word_encoder(tokenizer)
 
-    augment = settings.augment  # checks the shares before any work
-    pool = mention_pool(train_s)
-    stream = WordStream(encoder, train_s, label2id)
+    augment = settings.augment
+    pool = mention_pool(train_s) if augment.active else {}
+    stream = None if augment.active else WordStream(encoder, train_s, label2id)
     valid_ex = make_examples(encoder, valid_s, label2id)
     rng = random.Random(settings.seed)
     plan = []  # every epoch's batches, drawn up front so that the schedule knows the step count
