@@ -116,9 +116,11 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
                    "without it, only the largest confusions. --json always has the table.")
 def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict, join, confusions) -> None:
     """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
-    and on its "unseen" part (sentences whose tokens do not occur in train)."""
+    and on its "unseen" part (sentences whose tokens do not occur in train); exact-span recall
+    on new names (mentions whose text is no mention in train) and what they were tagged as;
+    the largest confusions between types."""
     from .data.dnrti import data_dir, unseen_mask
-    from .evaluation import confusion_headline, format_confusion, format_report, score
+    from .evaluation import confusion_headline, format_confusion, format_new_names, format_report, mention_texts, new_name_recall, score
 
     try:
         directory = data_dir(data)
@@ -143,7 +145,11 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict,
     if join > 1:
         source += f", {join} sentences per sequence"
     known = set(tagger.labels) if bundle_dir is not None else None
-    result = {"split": split, "join": join, **score([s.labels for s in sents], pred, unseen_mask(sents, train_sents))}
+    gold = [s.labels for s in sents]
+    result = {"split": split, "join": join, **score(gold, pred, unseen_mask(sents, train_sents))}
+    if split != "train":
+        known_names = mention_texts([s.labels for s in train_sents], [s.tokens for s in train_sents])
+        result["new_names"] = new_name_recall(gold, pred, tokens, known_names)
     if known is None:
         from .models.config import TaggerConfig
 
@@ -160,6 +166,8 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict,
     else:
         click.echo(f"[{split}] {report.summary()}", err=True)
         click.echo(format_report(result, f"{source} on {split}"))
+        if "new_names" in result:
+            click.echo(format_new_names(result["new_names"]))
         if confusions:
             click.echo("")
             click.echo(format_confusion(result["confusion"]))

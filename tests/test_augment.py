@@ -9,7 +9,9 @@ from collections import Counter
 import pytest
 
 from ner_batch.data.conll import Sentence
-from ner_batch.evaluation import MISSED, SPURIOUS, confusion_headline, format_confusion, type_confusion
+from ner_batch.evaluation import (
+    MISSED, SPURIOUS, confusion_headline, format_confusion, format_new_names, mention_texts, new_name_recall, type_confusion,
+)
 from ner_batch.labels import bio_spans
 from ner_batch.training.augment import (
     NAME_TYPES, AugmentSettings, augment, augment_all, mention_pool, name_like, synthetic_name,
@@ -131,6 +133,32 @@ def test_type_confusion_pairs_the_most_overlapping_prediction():
     gold = [["B-Tool", "I-Tool", "I-Tool", "O"]]
     pred = [["B-Area", "B-SamFile", "I-SamFile", "O"]]
     assert type_confusion(gold, pred)["matrix"] == {"Tool": {"SamFile": 1}}
+
+
+def test_new_name_recall_splits_mentions_by_whether_train_tagged_their_text():
+    known = mention_texts([s.labels for s in TRAIN], [s.tokens for s in TRAIN])
+    assert known == {"apt28", "x-agent backdoor", "2016", "lazarus group", "mimikatz", "banks", "fireeye", "campaign"}
+    words = ["Vokrel deployed mimikatz and the Sidewinder implant .".split(),
+             "APT28 used Sidewinder .".split()]
+    gold = [["B-Tool", "O", "B-Tool", "O", "O", "B-Tool", "O", "O"],
+            ["B-HackOrg", "O", "B-Tool", "O"]]
+    pred = [["B-HackOrg", "O", "B-Tool", "O", "O", "B-Tool", "I-Tool", "O"],  # new Vokrel -> HackOrg; Sidewinder span too long
+            ["B-HackOrg", "O", "B-Tool", "O"]]
+    r = new_name_recall(gold, pred, words, known)
+    assert r["known"] == {"mentions": 2, "recall": 1.0}  # "mimikatz" (case folded) and "APT28"
+    assert r["new"]["mentions"] == 3 and r["new"]["recall"] == pytest.approx(1 / 3)
+    assert r["new"]["per_type"] == {"Tool": {"mentions": 3, "recall": pytest.approx(1 / 3), "got": {"Tool": 2, "HackOrg": 1}}}
+    text = format_new_names(r)
+    assert "new names (mentions whose text is no mention in train): 3, exact-span recall 33.33" in text
+    assert "Tool 33% of 3: HackOrg 1" in text
+
+
+def test_new_name_recall_counts_a_missed_mention_and_refuses_misaligned_words():
+    r = new_name_recall([["B-Tool", "O"]], [["O", "O"]], [["Vokrel", "."]], set())
+    assert r["new"]["per_type"]["Tool"]["got"] == {MISSED: 1} and r["known"] == {"mentions": 0, "recall": 0.0}
+    assert "Tool 0% of 1: missed 1" in format_new_names(r)
+    with pytest.raises(ValueError, match="expected 2 words for a sentence's gold tags, got 1"):
+        new_name_recall([["B-Tool", "O"]], [["O", "O"]], [["Vokrel"]], set())
 
 
 @pytest.mark.parametrize("args,message", [

@@ -130,6 +130,10 @@ def test_training_with_rewrites_and_shape_markers_records_valid_unseen_per_epoch
     metrics = train(settings, tmp_path / "run", model=model, tokenizer=tokenizer, splits=splits, progress=False, log=log.append)
     assert all(0.0 <= e["valid_unseen_f1"] <= 1.0 for e in metrics["epochs"])
     assert metrics["valid"]["unseen"]["sentences"] == 1  # the one valid sentence not in train
+    # Sofacy, Zebrocy and Europe are no mention in train ("Eastern Europe" is)
+    assert metrics["test"]["new_names"]["new"]["mentions"] == 3 and metrics["test"]["new_names"]["known"]["mentions"] == 0
+    assert all(0.0 <= e["valid_new_name_recall"] <= 1.0 for e in metrics["epochs"])
+    assert "new-name recall" in "\n".join(log)
     assert "mention replace 0.5, name mask 0.5" in "\n".join(log)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["settings"]
     assert saved["mention_replace"] == 0.5 and saved["shape_markers"] is True

@@ -25,7 +25,7 @@ import torch
 from ..data.conll import Sentence, label_list
 from ..data.dnrti import data_dir, load_split, unseen_mask
 from ..encoding import Batch, Window, WordEncoder
-from ..evaluation import score
+from ..evaluation import mention_texts, new_name_recall, score
 from ..models import TaggerConfig, WordTagger, build_model
 from ..models.backbone import load_tokenizer
 from ..decode import Decoder
@@ -168,8 +168,13 @@ def predict_tokens(model: WordTagger, encoder: WordEncoder, sentences: Sequence[
 
 
 def evaluate_model(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sentence], train: Sequence[Sentence] | None) -> dict[str, Any]:
-    pred = predict_tokens(model, encoder, [s.tokens for s in sentences])
-    return score([s.labels for s in sentences], pred, unseen_mask(sentences, train) if train is not None else None)
+    words = [s.tokens for s in sentences]
+    gold = [s.labels for s in sentences]
+    pred = predict_tokens(model, encoder, words)
+    result = score(gold, pred, unseen_mask(sentences, train) if train is not None else None)
+    if train is not None:
+        result["new_names"] = new_name_recall(gold, pred, words, mention_texts([s.labels for s in train], [s.tokens for s in train]))
+    return result
 
 
 @torch.no_grad()
@@ -221,8 +226,11 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     ax2.plot(epochs, [h["valid_f1"] * 100 for h in history], "o-", color="C2", label="valid F1")
     if all("valid_unseen_f1" in h for h in history):
         ax2.plot(epochs, [h["valid_unseen_f1"] * 100 for h in history], "o-", color="C3", label="valid F1, unseen sentences")
+    if all("valid_new_name_recall" in h for h in history):
+        ax2.plot(epochs, [h["valid_new_name_recall"] * 100 for h in history], "s--", color="C4",
+                 label="valid exact-span recall, new names")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("seqeval F1 (%)")
+    ax2.set_ylabel("seqeval F1 / recall (%)")
     ax2.legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -333,6 +341,7 @@ def train(
             "valid_recall": valid["recall"],
             "valid_f1": valid["f1"],
             "valid_unseen_f1": valid["unseen"]["f1"],
+            "valid_new_name_recall": valid["new_names"]["new"]["recall"],
             "seconds": time.time() - t0,
         }
         history.append(entry)
@@ -343,7 +352,8 @@ def train(
         else:
             stale += 1
         say(f"epoch {epoch}: train loss {entry['train_loss']:.4f}  valid loss {entry['valid_loss']:.4f}  "
-            f"valid F1 {entry['valid_f1']*100:.2f}  valid unseen F1 {entry['valid_unseen_f1']*100:.2f}"
+            f"valid F1 {entry['valid_f1']*100:.2f}  valid unseen F1 {entry['valid_unseen_f1']*100:.2f}  "
+            f"new-name recall {entry['valid_new_name_recall']*100:.2f}"
             f"{'  (best)' if improved else ''}  [{entry['seconds']:.0f}s]")
         _write_metrics(out, settings, history, best_epoch, None, time.time() - started)
         plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}")
@@ -358,7 +368,8 @@ def train(
     if splits.get("test"):
         final["test"] = evaluate_model(best, encoder, splits["test"], splits["train"])
         say(f"best epoch {best_epoch}: valid F1 {final['valid']['f1']*100:.2f}  test F1 {final['test']['f1']*100:.2f}  "
-            f"test unseen F1 {final['test']['unseen']['f1']*100:.2f}")
+            f"test unseen F1 {final['test']['unseen']['f1']*100:.2f}  "
+            f"test new-name recall {final['test']['new_names']['new']['recall']*100:.2f}")
     metrics = _write_metrics(out, settings, history, best_epoch, final, time.time() - started)
     logfile.close()
     return metrics
