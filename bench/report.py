@@ -104,7 +104,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        if "sentences_per_s" in r and r["section"] not in ("scaling", "engines", "candidates"):
+        if "sentences_per_s" in r and r["section"] not in ("scaling", "engines", "candidates", "markers"):
             lines.append(
                 f"| {r['section']} | {r['system']} | {r.get('precision', '')} | {r['sentences_per_s']:,.1f} | {r.get('word_pieces_per_s', 0):,.0f} | "
                 f"{r.get('ratio', r.get('raw_ratio', ''))} | {r.get('f1', '')} | {r.get('unseen_f1', '')} | {r.get('word_fed_f1', '')} | {r.get('padding_ratio', '')} |"
@@ -148,6 +148,13 @@ def markdown(result: dict[str, Any]) -> str:
                   "| candidate | precision | sentences/s | word pieces/s | × default | test F1 | unseen F1 |", "|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['system']} | {r['precision']} | {r['sentences_per_s']:,.1f} | {r['pieces_per_s']:,.0f} | {r['vs_default']} | "
                   f"{r['f1']} | {r['unseen_f1']} |" for r in cand]
+    mark = [r for r in rows if r["section"] == "markers"]
+    if mark:
+        lines += ["", f"Shape markers (issue 10): each head's bundle without and with markers, 1 worker, both warmed, "
+                  f"{mark[0].get('rounds', '')} timed rounds interleaved; medians:", "",
+                  "| bundle | precision | sentences/s | word pieces | × no markers | test F1 | unseen F1 |", "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['system']} | {r['precision']} | {r['sentences_per_s']:,.1f} | {r.get('word_pieces', '')} | "
+                  f"{r.get('speed_vs_no_markers', '')} | {r['f1']} | {r['unseen_f1']} |" for r in mark]
     extra = result.get("extra", {})
     if extra.get("startup_s"):
         lines.append(f"\nStart-up of `ner-batch tag` (process start to exit on one sentence, {extra['startup_s']['variant']}): "

@@ -241,6 +241,44 @@ class Bench:
                          decode_share=round((s.seconds_decode + s.seconds_records) / max(s.seconds, 1e-9), 4) if workers == 1 else None)
         return summaries
 
+    def markers(self, data: Data, head: str, plain: Path, marked: Path, rounds: int = 5) -> None:
+        """A head's bundle without and with shape markers, fp32 and int8, 1 worker: both warmed,
+        then ``rounds`` timed rounds interleaved (AB, BA, AB, ...) so that drift of the machine
+        falls on both alike; medians, and the marker bundle's speed as a share of the plain one."""
+        from ner_batch.pipeline.run import tag_corpus
+
+        corpus = write_jsonl(self.tmp / "timing.jsonl", ({"id": f"s{i}", "tokens": t} for i, t in enumerate(data.timing)))
+        warm = write_jsonl(self.tmp / "warm.jsonl", ({"id": f"w{i}", "tokens": t} for i, t in enumerate(data.timing[:64])))
+        rounds = max(rounds, self.args.repeats)
+        for variant in ("fp32", "int8"):
+            sides = {"no markers": plain, "+ shape markers": marked}
+            outs = {name: self.tmp / f"tags-markers-{head}-{variant}-{k}.jsonl" for k, name in enumerate(sides)}
+
+            def run(name, c=corpus):
+                return tag_corpus([str(c)], sides[name], outs[name], variant=variant, workers=1, progress=False, say=lambda m: None)
+
+            for name in sides:
+                run(name, warm)
+            seconds: dict[str, list[float]] = {name: [] for name in sides}
+            result = {}
+            for k in range(rounds):
+                for name in (list(sides) if k % 2 == 0 else list(sides)[::-1]):
+                    t0 = time.perf_counter()
+                    result[name] = run(name)
+                    seconds[name].append(time.perf_counter() - t0)
+            speed = {}
+            for name in sides:
+                s = result[name]
+                t = {"median_s": statistics.median(seconds[name]), "runs_s": [round(x, 4) for x in seconds[name]]}
+                speed[name] = s.sentences / t["median_s"]
+                f1 = data.f1(tags_from_records(outs[name], len(data.test)))
+                self.row("markers", f"{head} {name}, ner-batch {variant}, 1 worker", s.sentences, s.word_pieces, t,
+                         padding_ratio=round(s.padding_ratio, 4), precision="int8" if variant.startswith("int8") else "fp32",
+                         word_pieces=s.word_pieces, rounds=rounds, **f1)
+            self.rows[-1]["speed_vs_no_markers"] = round(speed["+ shape markers"] / speed["no markers"], 3)
+            log(f"markers   {head} {variant}: with markers at {self.rows[-1]['speed_vs_no_markers']:.3f} of the plain speed "
+                f"({rounds} interleaved rounds)")
+
     def raw_text(self, data: Data, bundle: Path, hf_dir: Path | None) -> None:
         """Raw text end to end, medians like the rest, against its own HF baseline: the
         pipeline given the same sentences (ner-batch's splitter), at the batch size its search
@@ -649,8 +687,7 @@ def main(argv=None) -> int:
             if pair is None:
                 log(f"markers: no {head} bundle pair with and without shape markers; skipped")
                 continue
-            bench.ner_batch(data, pair[0], f"{head}, no markers", ("fp32", "int8"), (1,))
-            bench.ner_batch(data, pair[1], f"{head} + shape markers", ("fp32", "int8"), (1,))
+            bench.markers(data, head, *pair)
 
     from report import write_report
 

@@ -87,3 +87,34 @@ def test_bench_formats_smoke(tmp_path, tiny_bundles):
     result = json.loads(out.with_suffix(".json").read_text())
     assert [r["format"] for r in result["rows"]] == ["jsonl", "conll", "stix"]
     assert result["examples"]["bundles"] >= 4 and result["examples"]["objects"] >= result["examples"]["bundles"]
+
+
+@pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
+def test_bench_markers_section_pairs_plain_and_marker_bundles(tmp_path, tiny_bundles, tokenizer):
+    import dataclasses
+
+    from conftest import CHECK_SENTENCES, make_tiny_model, tiny_sentences
+    from ner_batch.export.build import build_bundle
+    from ner_batch.models import build_model
+
+    runs, export = tmp_path / "runs", tmp_path / "export"
+    export.mkdir()
+    for head in ("softmax", "crf"):  # crf has no marker bundle beside it: skipped, and said so
+        path, model, _ = tiny_bundles[head]
+        model.save(runs / head / "best", tokenizer)
+        (export / head).symlink_to(path)
+    marked = build_model(dataclasses.replace(make_tiny_model("softmax", seed=7).config, shape_markers=True), pretrained=False)
+    build_bundle(tmp_path / "run-shape", export / "softmax-shape", model=marked, tokenizer=tokenizer,
+                 check_sentences=CHECK_SENTENCES, eval_split=("tiny", tiny_sentences(), [True, False]), log=lambda m: None)
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
+           "--repeat", "1", "--repeats", "1", "--sections", "markers", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [r for r in json.loads((out / "latest.json").read_text())["rows"] if r["section"] == "markers"]
+    assert [r["system"] for r in rows] == [f"softmax {side}, ner-batch {v}, 1 worker" for v in ("fp32", "int8")
+                                           for side in ("no markers", "+ shape markers")]
+    assert all(r["rounds"] == 5 and len(r["runs_s"]) == 5 for r in rows)
+    assert rows[1]["word_pieces"] > rows[0]["word_pieces"] and rows[1]["speed_vs_no_markers"] > 0
+    assert "| softmax + shape markers, ner-batch int8, 1 worker | int8 |" in (out / "latest.md").read_text()
+    assert "markers: no crf bundle pair with and without shape markers; skipped" in res.stderr
