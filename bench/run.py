@@ -620,8 +620,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per row (median reported)")
     ap.add_argument("--raw-mb", type=float, default=1.0, help="MB of raw text")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
-    ap.add_argument("--sections", nargs="+", default=["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines",
-                                                      "startup", "profile", "candidates", "markers"])
+    every = ["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines", "startup", "profile", "candidates", "markers"]
+    ap.add_argument("--sections", nargs="+", default=every)
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
 
@@ -691,7 +691,8 @@ def main(argv=None) -> int:
 
     from report import write_report
 
-    result = {"machine": machine(), "command": "make bench", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+    command = "make bench" if sorted(args.sections) == sorted(every) else f"bench/run.py --sections {' '.join(args.sections)}"
+    result = {"machine": machine(), "command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "seconds": round(time.time() - started, 1), "timing_corpus": f"DNRTI test x{args.repeat} ({len(data.timing)} sentences)",
               "repeats": args.repeats, "rows": bench.rows, "extra": bench.extra,
               "models": {h: {"run": str(run_of[h]), "bundle": str(bundle_of[h])} for h in run_of}}
