@@ -99,16 +99,16 @@ def markdown(result: dict[str, Any]) -> str:
         "include reading, writing and (per run) the session start."
         + (" Models: " + ", ".join(f"{h} `{v['run']}` / `{v['bundle']}`" for h, v in result["models"].items()) + "."
            if result.get("models") else ""),
-        "",
-        "| section | system | precision | sentences/s | word pieces/s | × best peer | test F1 | unseen F1 | F1, fed the words | padding |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        if "sentences_per_s" in r and r["section"] not in ("scaling", "engines", "candidates", "markers"):
-            lines.append(
-                f"| {r['section']} | {r['system']} | {r.get('precision', '')} | {r['sentences_per_s']:,.1f} | {r.get('word_pieces_per_s', 0):,.0f} | "
-                f"{r.get('ratio', r.get('raw_ratio', ''))} | {r.get('f1', '')} | {r.get('unseen_f1', '')} | {r.get('word_fed_f1', '')} | {r.get('padding_ratio', '')} |"
-            )
+    main_rows = [r for r in rows if "sentences_per_s" in r and r["section"] not in ("scaling", "engines", "candidates", "markers")]
+    if main_rows:  # a run of other sections only has none
+        lines += ["", "| section | system | precision | sentences/s | word pieces/s | × best peer | test F1 | unseen F1 | F1, fed the words | padding |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in main_rows:
+        lines.append(
+            f"| {r['section']} | {r['system']} | {r.get('precision', '')} | {r['sentences_per_s']:,.1f} | {r.get('word_pieces_per_s', 0):,.0f} | "
+            f"{r.get('ratio', r.get('raw_ratio', ''))} | {r.get('f1', '')} | {r.get('unseen_f1', '')} | {r.get('word_fed_f1', '')} | {r.get('padding_ratio', '')} |"
+        )
     raw = next((r for r in rows if r.get("raw_ratio") is not None), None)
     if raw:
         lines.append(f"\nRaw-text rows: the ratio is against `{raw['ratio_vs']}` (same documents, same sentence splitter, "

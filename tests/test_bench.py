@@ -116,5 +116,7 @@ def test_bench_markers_section_pairs_plain_and_marker_bundles(tmp_path, tiny_bun
                                            for side in ("no markers", "+ shape markers")]
     assert all(r["rounds"] == 5 and len(r["runs_s"]) == 5 for r in rows)
     assert rows[1]["word_pieces"] > rows[0]["word_pieces"] and rows[1]["speed_vs_no_markers"] > 0
-    assert "| softmax + shape markers, ner-batch int8, 1 worker | int8 |" in (out / "latest.md").read_text()
+    md = (out / "latest.md").read_text()
+    assert "| softmax + shape markers, ner-batch int8, 1 worker | int8 |" in md
+    assert "| section | system |" not in md and "Command: `bench/run.py --sections markers`" in md  # a partial run says so
     assert "markers: no crf bundle pair with and without shape markers; skipped" in res.stderr
