@@ -134,12 +134,25 @@ def entities_to_tags(tokens: list[str], entities: list[dict]) -> list[str]:
 # ---------------------------------------------------------------- sections
 
 
+def precision_of(variant: str) -> str:
+    """The precision a bundle variant computes in: int8 for int8 and int8-dynamic, fp32 otherwise."""
+    return "int8" if variant.startswith("int8") else "fp32"
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
         self.rows: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
         self.tmp = Path(tempfile.mkdtemp(prefix="ner-batch-bench-"))
+
+    def timing_files(self, data: Data) -> tuple[Path, Path]:
+        """The timing corpus and its 64-sentence warm-up as pre-tokenized JSONL, written once per run."""
+        corpus, warm = self.tmp / "timing.jsonl", self.tmp / "warm.jsonl"
+        if not corpus.is_file():
+            write_jsonl(corpus, ({"id": f"s{i}", "tokens": t} for i, t in enumerate(data.timing)))
+            write_jsonl(warm, ({"id": f"w{i}", "tokens": t} for i, t in enumerate(data.timing[:64])))
+        return corpus, warm
 
     def row(self, section: str, system: str, n_sent: int, n_pieces: int, t: dict, **kw) -> dict:
         r = {"section": section, "system": system, "sentences": n_sent, "median_s": round(t["median_s"], 3),
@@ -223,8 +236,7 @@ class Bench:
     def ner_batch(self, data: Data, bundle: Path, section: str, variants, workers_list) -> dict:
         from ner_batch.pipeline.run import tag_corpus
 
-        corpus = write_jsonl(self.tmp / "timing.jsonl", ({"id": f"s{i}", "tokens": t} for i, t in enumerate(data.timing)))
-        warm = write_jsonl(self.tmp / "warm.jsonl", ({"id": f"w{i}", "tokens": t} for i, t in enumerate(data.timing[:64])))
+        corpus, warm = self.timing_files(data)
         summaries = {}
         for variant in variants:
             for workers in workers_list:
@@ -237,7 +249,7 @@ class Bench:
                 summaries[(variant, workers)] = s
                 self.row(section, f"ner-batch {variant}, {workers} worker{'s' if workers > 1 else ''}", s.sentences,
                          s.word_pieces, t, padding_ratio=round(s.padding_ratio, 4), **f1,
-                         precision="int8" if variant.startswith("int8") else "fp32",
+                         precision=precision_of(variant),
                          decode_share=round((s.seconds_decode + s.seconds_records) / max(s.seconds, 1e-9), 4) if workers == 1 else None)
         return summaries
 
@@ -247,8 +259,7 @@ class Bench:
         falls on both alike; medians, and the marker bundle's speed as a share of the plain one."""
         from ner_batch.pipeline.run import tag_corpus
 
-        corpus = write_jsonl(self.tmp / "timing.jsonl", ({"id": f"s{i}", "tokens": t} for i, t in enumerate(data.timing)))
-        warm = write_jsonl(self.tmp / "warm.jsonl", ({"id": f"w{i}", "tokens": t} for i, t in enumerate(data.timing[:64])))
+        corpus, warm = self.timing_files(data)
         rounds = max(rounds, self.args.repeats)
         for variant in ("fp32", "int8"):
             sides = {"no markers": plain, "+ shape markers": marked}
@@ -273,7 +284,7 @@ class Bench:
                 speed[name] = s.sentences / t["median_s"]
                 f1 = data.f1(tags_from_records(outs[name], len(data.test)))
                 self.row("markers", f"{head} {name}, ner-batch {variant}, 1 worker", s.sentences, s.word_pieces, t,
-                         padding_ratio=round(s.padding_ratio, 4), precision="int8" if variant.startswith("int8") else "fp32",
+                         padding_ratio=round(s.padding_ratio, 4), precision=precision_of(variant),
                          word_pieces=s.word_pieces, rounds=rounds, **f1)
             self.rows[-1]["speed_vs_no_markers"] = round(speed["+ shape markers"] / speed["no markers"], 3)
             log(f"markers   {head} {variant}: with markers at {self.rows[-1]['speed_vs_no_markers']:.3f} of the plain speed "
@@ -576,8 +587,7 @@ class Bench:
 
         from ner_batch.pipeline.run import tag_corpus
 
-        corpus = write_jsonl(self.tmp / "engines.jsonl", ({"id": f"s{i}", "tokens": t} for i, t in enumerate(data.timing)))
-        warm = write_jsonl(self.tmp / "engines-warm.jsonl", ({"id": f"w{i}", "tokens": t} for i, t in enumerate(data.timing[:64])))
+        corpus, warm = self.timing_files(data)
         t0 = time.perf_counter()
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         startup = time.perf_counter() - t0
