@@ -76,6 +76,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--shape-markers/--no-shape-markers", default=False, show_default=True,
               help="Give an uncased backbone each word's shape: a marker piece after Capitalized, ALL-CAPS, mIxed-case "
                    "and letters+digits words (more word pieces, so slower tagging; see README).")
+@click.option("--average", type=float, default=0.0, show_default=True,
+              help="Score and save an exponential moving average of the weights with this decay per step "
+                   "(e.g. 0.999; 0: the trained weights). The log and metrics.json show the trained weights beside.")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def train(out_dir, data, threads, bidirectional, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid F1 in OUT/best.
@@ -91,7 +94,7 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
         torch.set_num_threads(threads)
     try:
         settings = TrainSettings(lstm_bidirectional=bidirectional, **kw)
-    except ValueError as exc:  # rewrite shares that do not add up
+    except ValueError as exc:  # rewrite shares that do not add up, an average decay out of range
         raise click.UsageError(str(exc)) from None
     metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))

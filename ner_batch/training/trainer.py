@@ -12,6 +12,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -31,6 +32,7 @@ from ..models.backbone import load_tokenizer
 from ..decode import Decoder
 from ..tagging import SentenceTagger
 from .augment import AugmentSettings, augment_all, mention_pool
+from .averaging import WeightAverage
 
 
 @dataclasses.dataclass
@@ -56,9 +58,12 @@ class TrainSettings:
     mention_replace: float = 0.0  # per mention and epoch: swap for another train mention of its type (augment.py)
     name_mask: float = 0.0  # per name mention and epoch: name-like words become synthetic names (augment.py)
     shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
+    average: float = 0.0  # decay of an exponential moving average of the weights, scored and saved instead (0 = off; averaging.py)
 
     def __post_init__(self) -> None:
         self.augment  # noqa: B018 - refuses bad rewrite shares when the settings are made, before any work
+        if self.average and not 0.0 < self.average < 1.0:
+            raise ValueError(f"expected --average between 0 and 1 (e.g. 0.999), or 0 for none, got {self.average}")
 
     @property
     def augment(self) -> AugmentSettings:
@@ -229,6 +234,10 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     if all("valid_new_name_recall" in h for h in history):
         ax2.plot(epochs, [h["valid_new_name_recall"] * 100 for h in history], "s--", color="C4",
                  label="valid exact-span recall, new names")
+    if all("trained_weights" in h for h in history):  # --average: the weights the optimizer stepped, beside
+        raw = [h["trained_weights"] for h in history]
+        ax2.plot(epochs, [r["valid_f1"] * 100 for r in raw], ":", color="C2", label="valid F1, trained weights")
+        ax2.plot(epochs, [r["valid_unseen_f1"] * 100 for r in raw], ":", color="C3", label="valid unseen F1, trained weights")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("seqeval F1 / recall (%)")
     ax2.legend()
@@ -307,9 +316,11 @@ def train(
         plan.append((len(epoch_ex), bucketed_batches(epoch_ex, settings.batch_size, rng, max_tokens=settings.batch_tokens)))
     total_steps = sum(len(b) for _, b in plan)
     opt, sched = build_optimizer(model, settings, total_steps)
+    average = WeightAverage(model, settings.average) if settings.average else None
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
-        f"name mask {settings.name_mask}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}")
+        f"name mask {settings.name_mask}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
+        + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else ""))
 
     history: list[dict[str, Any]] = []
     best_f1, best_epoch, stale = -1.0, 0, 0
@@ -328,33 +339,32 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             opt.step()
             sched.step()
+            if average is not None:
+                average.update(model)
             total += loss.item() * len(chunk)
             seen += len(chunk)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         bar.close()
-        valid = evaluate_model(model, encoder, valid_s, splits["train"])
-        entry = {
-            "epoch": epoch,
-            "train_loss": total / max(seen, 1),
-            "valid_loss": mean_loss(model, encoder, valid_ex),
-            "valid_precision": valid["precision"],
-            "valid_recall": valid["recall"],
-            "valid_f1": valid["f1"],
-            "valid_unseen_f1": valid["unseen"]["f1"],
-            "valid_new_name_recall": valid["new_names"]["new"]["recall"],
-            "seconds": time.time() - t0,
-        }
+        entry: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        if average is not None:  # the trained weights too, so that one run scores both
+            entry["trained_weights"] = _valid_entry(evaluate_model(model, encoder, valid_s, splits["train"]))
+        with average.applied(model) if average is not None else contextlib.nullcontext():
+            valid = evaluate_model(model, encoder, valid_s, splits["train"])
+            entry.update(valid_loss=mean_loss(model, encoder, valid_ex), **_valid_entry(valid), seconds=time.time() - t0)
+            improved = entry["valid_f1"] > best_f1
+            if improved:
+                best_f1, best_epoch, stale = entry["valid_f1"], epoch, 0
+                model.save(out / "best", tokenizer)
+            else:
+                stale += 1
         history.append(entry)
-        improved = entry["valid_f1"] > best_f1
-        if improved:
-            best_f1, best_epoch, stale = entry["valid_f1"], epoch, 0
-            model.save(out / "best", tokenizer)
-        else:
-            stale += 1
+        raw = entry.get("trained_weights")
         say(f"epoch {epoch}: train loss {entry['train_loss']:.4f}  valid loss {entry['valid_loss']:.4f}  "
             f"valid F1 {entry['valid_f1']*100:.2f}  valid unseen F1 {entry['valid_unseen_f1']*100:.2f}  "
             f"new-name recall {entry['valid_new_name_recall']*100:.2f}"
-            f"{'  (best)' if improved else ''}  [{entry['seconds']:.0f}s]")
+            f"{'  (best)' if improved else ''}  [{entry['seconds']:.0f}s]"
+            + (f"  | trained weights: valid F1 {raw['valid_f1']*100:.2f}  unseen {raw['valid_unseen_f1']*100:.2f}  "
+               f"new-name recall {raw['valid_new_name_recall']*100:.2f}" if raw else ""))
         _write_metrics(out, settings, history, best_epoch, None, time.time() - started)
         plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}")
         if settings.patience and stale >= settings.patience:
@@ -373,6 +383,16 @@ def train(
     metrics = _write_metrics(out, settings, history, best_epoch, final, time.time() - started)
     logfile.close()
     return metrics
+
+
+def _valid_entry(valid: dict[str, Any]) -> dict[str, float]:
+    return {
+        "valid_precision": valid["precision"],
+        "valid_recall": valid["recall"],
+        "valid_f1": valid["f1"],
+        "valid_unseen_f1": valid["unseen"]["f1"],
+        "valid_new_name_recall": valid["new_names"]["new"]["recall"],
+    }
 
 
 def _write_metrics(out: Path, settings: TrainSettings, history, best_epoch: int, final, seconds: float) -> dict[str, Any]:
