@@ -466,3 +466,34 @@ def export_cmd(run_dir, out_dir, data, no_eval, tolerance) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN...")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run instead of the table.")
+def runs(run_dirs, as_json) -> None:
+    """Training runs side by side (RUN: a directory `ner-batch train --out` wrote, e.g. runs/*, or its metrics.json).
+
+    One row per run from its metrics.json: epochs (best), valid F1, valid-unseen F1 and valid
+    new-name recall at the best epoch (what settings are chosen on), test F1, test-unseen F1
+    and test new-name recall (reported only), wall minutes. A run with --average gets a
+    second row: the best epoch of the trained weights, scored on valid in the same run. A
+    run still going (or stopped) shows its best so far, marked unfinished. Needs no torch.
+    """
+    from .training.runs import RunError, format_runs, run_row
+
+    rows, bad = [], []
+    for d in run_dirs:
+        try:
+            rows.append(run_row(d))
+        except RunError as exc:
+            bad.append(str(exc))
+    for line in bad:
+        click.echo(f"skipped: {line}", err=True)
+    if not rows:
+        raise click.ClickException(f"expected at least one training run among {len(run_dirs)} given, found none")
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+    else:
+        click.echo(format_runs(rows))

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from conftest import make_tiny_model, tiny_sentences
 from ner_batch.data.conll import Sentence
 from ner_batch.training.averaging import WeightAverage
+from ner_batch.training.runs import run_row
 from ner_batch.training.trainer import TrainSettings, train
 
 
@@ -86,6 +87,8 @@ def test_training_with_an_average_saves_it_and_scores_the_trained_weights_beside
     own = model.state_dict()
     assert any(not torch.allclose(saved[k], own[k]) for k in saved if saved[k].is_floating_point())
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["settings"]["average"] == 0.9
+    row = run_row(tmp_path / "run")  # what `ner-batch runs` shows of it
+    assert row["finished"] and row["average"] == 0.9 and 1 <= row["trained_weights"]["best_epoch"] <= 3
 
 
 def test_training_without_an_average_has_no_trained_weights_entry(tmp_path, tokenizer):

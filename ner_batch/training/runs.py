@@ -1,0 +1,94 @@
+"""Training runs side by side: one row per run directory, read from its ``metrics.json``.
+
+What a row shows is what settings are chosen on (valid F1, valid-unseen F1, valid new-name
+recall at the best epoch) beside what is only reported (test, test-unseen), the wall time,
+and, for a run with ``--average``, the best epoch of the weights the optimizer stepped, so
+that one averaged run answers "averaged or not" too. A run still going, or stopped before its end, shows its best so far, marked unfinished.
+Reads JSON only: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+METRICS_FILE = "metrics.json"
+
+
+class RunError(ValueError):
+    """A directory that is not a readable training run."""
+
+
+def read_metrics(run: str | Path) -> dict[str, Any]:
+    """The metrics of a run directory, or a metrics file itself (docs/training/*-metrics.json)."""
+    path = Path(run) if Path(run).is_file() else Path(run) / METRICS_FILE
+    if not path.is_file():
+        raise RunError(f"expected a training run with {path}, found {'a directory' if path.is_dir() else 'no such file'}")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: expected JSON, got unreadable content ({exc})") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("epochs"), list) or not isinstance(metrics.get("settings"), dict):
+        raise RunError(f"{path}: expected 'settings' and 'epochs' (written by `ner-batch train`), found neither")
+    return metrics
+
+
+def _best(entries: Sequence[tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]] | None:
+    """The epoch with the highest valid F1, the first of equals (the trainer's rule)."""
+    best = None
+    for number, e in entries:
+        if best is None or e["valid_f1"] > best[1]["valid_f1"]:
+            best = (number, e)
+    return best
+
+
+def run_row(run: str | Path) -> dict[str, Any]:
+    """One run's row; scores in percent, rounded to 2 decimals; ``None`` where not measured."""
+    m = read_metrics(run)
+    s, epochs = m["settings"], m["epochs"]
+
+    def pct(x: float | None) -> float | None:
+        return None if x is None else round(100 * x, 2)
+
+    row: dict[str, Any] = {
+        "run": str(run), "head": s.get("head"), "epochs": s.get("epochs"), "epochs_run": len(epochs),
+        "finished": "valid" in m, "average": s.get("average") or 0.0,
+        "wall_minutes": round(m.get("wall_seconds", 0.0) / 60, 1),
+    }
+    row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest valid F1, first of equals
+    e = next((x for x in epochs if x["epoch"] == row["best_epoch"]), {})
+    row.update(valid_f1=pct(e.get("valid_f1")), valid_unseen_f1=pct(e.get("valid_unseen_f1")),
+               valid_new_name_recall=pct(e.get("valid_new_name_recall")))
+    test = m.get("test") or {}
+    row.update(test_f1=pct(test.get("f1")), test_unseen_f1=pct((test.get("unseen") or {}).get("f1")),
+               test_new_name_recall=pct(((test.get("new_names") or {}).get("new") or {}).get("recall")))
+    trained = _best([(e["epoch"], e["trained_weights"]) for e in epochs if "trained_weights" in e])
+    if trained:
+        row["trained_weights"] = {"best_epoch": trained[0], "valid_f1": pct(trained[1]["valid_f1"]),
+                                  "valid_unseen_f1": pct(trained[1]["valid_unseen_f1"]),
+                                  "valid_new_name_recall": pct(trained[1]["valid_new_name_recall"])}
+    return row
+
+
+def format_runs(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table, one line per run (two for an averaged run: averaged, then trained weights)."""
+
+    def cell(x: Any) -> str:
+        return "–" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
+
+    lines = ["| run | head | epochs (best) | valid F1 | valid unseen | valid new-name recall | test F1 | test unseen "
+             "| test new-name recall | wall min |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        done = f"{r['epochs']} ({cell(r['best_epoch'])})" if r["finished"] else \
+            f"{r['epochs_run']} of {r['epochs']} ({cell(r['best_epoch'])}), unfinished"
+        name = r["run"] + (f", averaged {r['average']}" if r["average"] else "")
+        lines.append(f"| {name} | {r['head']} | {done} | {cell(r['valid_f1'])} | {cell(r['valid_unseen_f1'])} | "
+                     f"{cell(r['valid_new_name_recall'])} | {cell(r['test_f1'])} | {cell(r['test_unseen_f1'])} | "
+                     f"{cell(r['test_new_name_recall'])} | {r['wall_minutes']:.0f} |")
+        t = r.get("trained_weights")
+        if t:
+            lines.append(f"| {r['run']}, trained weights | {r['head']} | ({t['best_epoch']}) | {cell(t['valid_f1'])} | "
+                         f"{cell(t['valid_unseen_f1'])} | {cell(t['valid_new_name_recall'])} | – | – | – | same run |")
+    return "\n".join(lines)
