@@ -240,7 +240,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
         ax2.plot(epochs, [r["valid_unseen_f1"] * 100 for r in raw], ":", color="C3", label="valid unseen F1, trained weights")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("seqeval F1 / recall (%)")
-    ax2.legend()
+    ax2.legend(loc="lower right", fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -366,7 +366,8 @@ def train(
             + (f"  | trained weights: valid F1 {raw['valid_f1']*100:.2f}  unseen {raw['valid_unseen_f1']*100:.2f}  "
                f"new-name recall {raw['valid_new_name_recall']*100:.2f}" if raw else ""))
         _write_metrics(out, settings, history, best_epoch, None, time.time() - started)
-        plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}")
+        plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}"
+                    + (f", scores of the averaged weights (decay {settings.average})" if average else ""))
         if settings.patience and stale >= settings.patience:
             say(f"no better valid F1 for {stale} epochs: stopping")
             break
