@@ -62,7 +62,11 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
               help="Bidirectional LSTM, or unidirectional as in the course report (crf head only).")
 @click.option("--seed", type=int, default=13, show_default=True)
 @click.option("--limit-train", type=int, default=0, help="Train on the first N sentences only (quick runs).")
-@click.option("--patience", type=int, default=0, help="Stop after N epochs without a better valid F1 (0: never).")
+@click.option("--patience", type=int, default=0, help="Stop after N epochs without a better --select score (0: never).")
+@click.option("--select", type=click.Choice(["valid", "valid-unseen", "new-name-recall"]), default="valid",
+              show_default=True,
+              help="The valid score that picks the best epoch: F1 on all of valid, F1 on the valid sentences not in "
+                   "train, or exact-span recall on mentions whose text is no train mention.")
 @click.option("--context-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of training windows cut across consecutive sentences at any word (as long documents are "
                    "tagged); the rest are single sentences.")
@@ -81,7 +85,7 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
                    "(e.g. 0.999; 0: the trained weights). The log and metrics.json show the trained weights beside.")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def train(out_dir, data, threads, bidirectional, **kw) -> None:
-    """Fine-tune a tagger; keep the epoch with the best valid F1 in OUT/best.
+    """Fine-tune a tagger; keep the epoch with the best valid score (--select) in OUT/best.
 
     Writes OUT/metrics.json (per epoch, and the best epoch's valid and test scores,
     whole and unseen) and OUT/curves.png (losses and valid F1 per epoch).

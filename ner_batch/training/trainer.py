@@ -1,5 +1,5 @@
 """Fine-tune a WordTagger on CoNLL data: AdamW, warm-up + linear decay, length buckets,
-best checkpoint on valid F1, per-epoch metrics and curves.
+best checkpoint on a valid score (--select: valid F1 by default), per-epoch metrics and curves.
 
 A run directory holds::
 
@@ -35,6 +35,11 @@ from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
 
 
+# --select: the valid score that picks the best epoch (and that --patience waits for), by the
+# key of an epoch entry in metrics.json.
+SELECT_SCORES = {"valid": "valid_f1", "valid-unseen": "valid_unseen_f1", "new-name-recall": "valid_new_name_recall"}
+
+
 @dataclasses.dataclass
 class TrainSettings:
     head: str = "softmax"
@@ -52,7 +57,8 @@ class TrainSettings:
     grad_clip: float = 1.0
     seed: int = 13
     limit_train: int = 0  # use only the first N training sentences (0 = all); for quick runs
-    patience: int = 0  # stop after N epochs without a better valid F1 (0 = never)
+    patience: int = 0  # stop after N epochs without a better selection score (0 = never)
+    select: str = "valid"  # the score that picks the best epoch: a key of SELECT_SCORES
     context_share: float = 0.0  # share of training windows cut across consecutive sentences (see context_examples)
     batch_tokens: int = 0  # cap on padded word pieces per batch (0 = batch_size windows, whatever their length)
     mention_replace: float = 0.0  # per mention and epoch: swap for another train mention of its type (augment.py)
@@ -64,6 +70,8 @@ class TrainSettings:
         self.augment  # noqa: B018 - refuses bad rewrite shares when the settings are made, before any work
         if self.average and not 0.0 < self.average < 1.0:
             raise ValueError(f"expected --average between 0 and 1 (e.g. 0.999), or 0 for none, got {self.average}")
+        if self.select not in SELECT_SCORES:
+            raise ValueError(f"expected --select to be one of {', '.join(SELECT_SCORES)}, got {self.select!r}")
 
     @property
     def augment(self) -> AugmentSettings:
@@ -258,7 +266,7 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train, keep the best epoch on valid F1 in ``out_dir/best``, and score it on test.
+    """Train, keep the best epoch on the --select valid score in ``out_dir/best``, and score it on test.
 
     ``model``/``tokenizer``/``splits`` override the backbone and the DNRTI files (tests
     pass a tiny random model and a few sentences). Returns the content of metrics.json.
@@ -323,7 +331,7 @@ def train(
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else ""))
 
     history: list[dict[str, Any]] = []
-    best_f1, best_epoch, stale = -1.0, 0, 0
+    best_score, best_epoch, stale = -1.0, 0, 0
     started = time.time()
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -351,9 +359,9 @@ def train(
         with average.applied(model) if average is not None else contextlib.nullcontext():
             valid = evaluate_model(model, encoder, valid_s, splits["train"])
             entry.update(valid_loss=mean_loss(model, encoder, valid_ex), **_valid_entry(valid), seconds=time.time() - t0)
-            improved = entry["valid_f1"] > best_f1
+            improved = entry[SELECT_SCORES[settings.select]] > best_score
             if improved:
-                best_f1, best_epoch, stale = entry["valid_f1"], epoch, 0
+                best_score, best_epoch, stale = entry[SELECT_SCORES[settings.select]], epoch, 0
                 model.save(out / "best", tokenizer)
             else:
                 stale += 1
@@ -369,7 +377,7 @@ def train(
         plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}"
                     + (f", scores of the averaged weights (decay {settings.average})" if average else ""))
         if settings.patience and stale >= settings.patience:
-            say(f"no better valid F1 for {stale} epochs: stopping")
+            say(f"no better {settings.select} score for {stale} epochs: stopping")
             break
 
     from ..models.tagger import load_model
