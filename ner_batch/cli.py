@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .training.runs import SELECT_SCORES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -63,7 +64,7 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--seed", type=int, default=13, show_default=True)
 @click.option("--limit-train", type=int, default=0, help="Train on the first N sentences only (quick runs).")
 @click.option("--patience", type=int, default=0, help="Stop after N epochs without a better --select score (0: never).")
-@click.option("--select", type=click.Choice(["valid", "valid-unseen", "new-name-recall"]), default="valid",
+@click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid",
               show_default=True,
               help="The valid score that picks the best epoch: F1 on all of valid, F1 on the valid sentences not in "
                    "train, or exact-span recall on mentions whose text is no train mention.")

@@ -81,3 +81,12 @@ def test_cli_skips_bad_runs_in_one_line_each_and_fails_only_when_none_is_left(tm
     assert "Traceback" not in res.output
     res = CliRunner().invoke(main, ["runs", "--json", str(good)])
     assert json.loads(res.output)["trained_weights"]["best_epoch"] == 3
+
+
+def test_the_trained_weights_best_follows_the_runs_select_score(tmp_path):
+    run = _finished(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["settings"]["select"] = "valid-unseen"  # trained weights' unseen F1: 0.5, 0.65, 0.6 -> epoch 2, not 3
+    _write(run, metrics)
+    assert run_row(run)["trained_weights"] == {"best_epoch": 2, "valid_f1": 70.0, "valid_unseen_f1": 65.0,
+                                               "valid_new_name_recall": 50.0}

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from conftest import make_tiny_model, tiny_sentences
 from ner_batch.cli import main
 from ner_batch.data.conll import Sentence
-from ner_batch.training.trainer import SELECT_SCORES, TrainSettings, train
+from ner_batch.training.runs import SELECT_SCORES
+from ner_batch.training.trainer import TrainSettings, train
 
 
 def _first_best(history, key):

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 METRICS_FILE = "metrics.json"
+# --select: the valid score that picks a run's best epoch (and that --patience waits for), by
+# the key of an epoch entry in metrics.json. Here, torch-free, for the CLI and the trainer.
+SELECT_SCORES = {"valid": "valid_f1", "valid-unseen": "valid_unseen_f1", "new-name-recall": "valid_new_name_recall"}
 
 
 class RunError(ValueError):
@@ -34,11 +37,11 @@ def read_metrics(run: str | Path) -> dict[str, Any]:
     return metrics
 
 
-def _best(entries: Sequence[tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]] | None:
-    """The epoch with the highest valid F1, the first of equals (the trainer's rule)."""
+def _best(entries: Sequence[tuple[int, dict[str, Any]]], key: str) -> tuple[int, dict[str, Any]] | None:
+    """The epoch with the highest ``key`` score, the first of equals (the trainer's rule)."""
     best = None
     for number, e in entries:
-        if best is None or e["valid_f1"] > best[1]["valid_f1"]:
+        if best is None or e[key] > best[1][key]:
             best = (number, e)
     return best
 
@@ -56,14 +59,15 @@ def run_row(run: str | Path) -> dict[str, Any]:
         "finished": "valid" in m, "average": s.get("average") or 0.0,
         "wall_minutes": round(m.get("wall_seconds", 0.0) / 60, 1),
     }
-    row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest valid F1, first of equals
+    row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest --select score, first of equals
     e = next((x for x in epochs if x["epoch"] == row["best_epoch"]), {})
     row.update(valid_f1=pct(e.get("valid_f1")), valid_unseen_f1=pct(e.get("valid_unseen_f1")),
                valid_new_name_recall=pct(e.get("valid_new_name_recall")))
     test = m.get("test") or {}
     row.update(test_f1=pct(test.get("f1")), test_unseen_f1=pct((test.get("unseen") or {}).get("f1")),
                test_new_name_recall=pct(((test.get("new_names") or {}).get("new") or {}).get("recall")))
-    trained = _best([(e["epoch"], e["trained_weights"]) for e in epochs if "trained_weights" in e])
+    trained = _best([(e["epoch"], e["trained_weights"]) for e in epochs if "trained_weights" in e],
+                    SELECT_SCORES[s.get("select", "valid")])
     if trained:
         row["trained_weights"] = {"best_epoch": trained[0], "valid_f1": pct(trained[1]["valid_f1"]),
                                   "valid_unseen_f1": pct(trained[1]["valid_unseen_f1"]),

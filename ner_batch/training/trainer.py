@@ -33,11 +33,7 @@ from ..decode import Decoder
 from ..tagging import SentenceTagger
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
-
-
-# --select: the valid score that picks the best epoch (and that --patience waits for), by the
-# key of an epoch entry in metrics.json.
-SELECT_SCORES = {"valid": "valid_f1", "valid-unseen": "valid_unseen_f1", "new-name-recall": "valid_new_name_recall"}
+from .runs import SELECT_SCORES
 
 
 @dataclasses.dataclass
@@ -331,7 +327,7 @@ def train(
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else ""))
 
     history: list[dict[str, Any]] = []
-    best_score, best_epoch, stale = -1.0, 0, 0
+    best_score, best_epoch, stale, select_key = -1.0, 0, 0, SELECT_SCORES[settings.select]
     started = time.time()
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -359,9 +355,9 @@ def train(
         with average.applied(model) if average is not None else contextlib.nullcontext():
             valid = evaluate_model(model, encoder, valid_s, splits["train"])
             entry.update(valid_loss=mean_loss(model, encoder, valid_ex), **_valid_entry(valid), seconds=time.time() - t0)
-            improved = entry[SELECT_SCORES[settings.select]] > best_score
+            improved = entry[select_key] > best_score
             if improved:
-                best_score, best_epoch, stale = entry[SELECT_SCORES[settings.select]], epoch, 0
+                best_score, best_epoch, stale = entry[select_key], epoch, 0
                 model.save(out / "best", tokenizer)
             else:
                 stale += 1
