@@ -61,7 +61,11 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--lstm-hidden", type=int, default=256, show_default=True)
 @click.option("--bilstm/--lstm", "bidirectional", default=True, show_default=True,
               help="Bidirectional LSTM, or unidirectional as in the course report (crf head only).")
-@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--seed", type=int, default=13, show_default=True, help="Seed of the initial weights (and of the rest, "
+              "unless --data-seed is given).")
+@click.option("--data-seed", type=int, default=None,
+              help="Seed of batch order, windows, rewrites and dropout [default: --seed]. Runs that differ only in it "
+                   "start from the same weights and can be averaged (ner-batch soup).")
 @click.option("--limit-train", type=int, default=0, help="Train on the first N sentences only (quick runs).")
 @click.option("--patience", type=int, default=0, help="Stop after N epochs without a better --select score (0: never).")
 @click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid",
@@ -103,6 +107,38 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
         raise click.UsageError(str(exc)) from None
     metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Run directory for the averaged model, e.g. runs/crf (export it like any run).")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
+@click.option("--recipe", type=click.Choice(["greedy", "uniform"]), default="greedy", show_default=True,
+              help="greedy: runs best first, each kept only if the soup's valid score does not drop; uniform: all.")
+@click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid", show_default=True,
+              help="The valid score that orders the runs and decides (greedy) which go in.")
+@click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
+def soup(run_dirs, out_dir, data, recipe, select, threads) -> None:
+    """Average finished training runs (RUN...) into one model: same size and speed as one run.
+
+    The runs must share their initial weights: the same model settings and --seed, other
+    --data-seed (e.g. `ner-batch train ... --seed 13 --data-seed 14`). Writes OUT/best and
+    OUT/metrics.json (each run alone, which went in, the soup's valid and test scores).
+    Chosen on valid only; test is scored once, on the result.
+    """
+    import torch
+
+    from .training.runs import RunError
+    from .training.soup import make_soup
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = make_soup(run_dirs, out_dir, data, recipe=recipe, select=select, log=lambda m: click.echo(m, err=True))
+    except (RunError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"runs": result["settings"]["soup"]["runs"], "wall_seconds": result["wall_seconds"]}))
 
 
 @main.command()

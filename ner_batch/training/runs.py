@@ -61,6 +61,12 @@ def run_row(run: str | Path) -> dict[str, Any]:
     }
     row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest --select score, first of equals
     e = next((x for x in epochs if x["epoch"] == row["best_epoch"]), {})
+    soup = s.get("soup")
+    if soup:  # `ner-batch soup`: no epochs of its own; its valid scores are the final soup's
+        row["soup"] = len(soup.get("runs", []))
+        valid = m.get("valid") or {}
+        e = {"valid_f1": valid.get("f1"), "valid_unseen_f1": (valid.get("unseen") or {}).get("f1"),
+             "valid_new_name_recall": ((valid.get("new_names") or {}).get("new") or {}).get("recall")}
     row.update(valid_f1=pct(e.get("valid_f1")), valid_unseen_f1=pct(e.get("valid_unseen_f1")),
                valid_new_name_recall=pct(e.get("valid_new_name_recall")))
     test = m.get("test") or {}
@@ -85,8 +91,12 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
              "| test new-name recall | wall min |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        done = f"{r['epochs']} ({cell(r['best_epoch'])})" if r["finished"] else \
-            f"{r['epochs_run']} of {r['epochs']} ({cell(r['best_epoch'])}), unfinished"
+        if r.get("soup"):
+            done = f"soup of {r['soup']} runs of {r['epochs']}"
+        elif r["finished"]:
+            done = f"{r['epochs']} ({cell(r['best_epoch'])})"
+        else:
+            done = f"{r['epochs_run']} of {r['epochs']} ({cell(r['best_epoch'])}), unfinished"
         name = r["run"] + (f", averaged {r['average']}" if r["average"] else "")
         lines.append(f"| {name} | {r['head']} | {done} | {cell(r['valid_f1'])} | {cell(r['valid_unseen_f1'])} | "
                      f"{cell(r['valid_new_name_recall'])} | {cell(r['test_f1'])} | {cell(r['test_unseen_f1'])} | "

@@ -51,7 +51,9 @@ class TrainSettings:
     lstm_hidden: int = 256
     lstm_bidirectional: bool = True
     grad_clip: float = 1.0
-    seed: int = 13
+    seed: int = 13  # initialisation of the head (and everything else unless data_seed is set)
+    data_seed: int | None = None  # batch order, windows, rewrites and dropout (None: seed); runs that differ
+    # only here start from the same weights, so they can be averaged into one model (soup.py)
     limit_train: int = 0  # use only the first N training sentences (0 = all); for quick runs
     patience: int = 0  # stop after N epochs without a better selection score (0 = never)
     select: str = "valid"  # the score that picks the best epoch: a key of SELECT_SCORES
@@ -306,12 +308,15 @@ def train(
             raise ValueError(f"expected the data's labels among the model's {len(model.config.labels)}, found {extra} too")
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
     encoder = model.config.word_encoder(tokenizer)
+    data_seed = settings.seed if settings.data_seed is None else settings.data_seed
+    if data_seed != settings.seed:  # the same initial weights as --seed alone, another path from them
+        torch.manual_seed(data_seed)
 
     augment = settings.augment
     pool = mention_pool(train_s) if augment.active else {}
     stream = None if augment.active else WordStream(encoder, train_s, label2id)
     valid_ex = make_examples(encoder, valid_s, label2id)
-    rng = random.Random(settings.seed)
+    rng = random.Random(data_seed)
     plan = []  # every epoch's batches, drawn up front so that the schedule knows the step count
     for _ in range(settings.epochs):
         if augment.active:  # mentions rewritten afresh each epoch

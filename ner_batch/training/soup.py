@@ -1,0 +1,181 @@
+"""Model soups: one tagger whose weights are the mean of several fine-tuned runs' weights.
+
+Runs fine-tuned from the same starting weights tend to end in one basin of the loss, where
+the mean of their weights scores like an ensemble of them while costing one model at
+tagging time (Wortsman et al., 2022, "Model soups"; Neyshabur et al., 2020, on fine-tuned
+models sharing a basin). The runs must therefore share the initial weights: the same
+backbone and the same ``--seed``, differing in ``--data-seed`` (batch order, windows,
+rewrites, dropout) or in other training settings. Runs initialised apart are refused.
+
+Two recipes:
+
+* **uniform**: the mean of all runs given;
+* **greedy**: runs sorted by their own selection score (``--select``, on valid), best
+  first; each is added only if the soup's score on valid does not drop.
+
+Only valid is used to choose; test is scored once, on the final soup, and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ..data.dnrti import load_split
+from ..models import WordTagger
+from ..models.config import CONFIG_FILE
+from ..models.tagger import load_model
+from .runs import SELECT_SCORES, RunError, read_metrics
+
+RECIPES = ("uniform", "greedy")
+# tagger.json fields that may differ between ingredients: everything else must match.
+_FREE_FIELDS = ("dropout",)
+
+
+def _tagger_fields(best: Path) -> dict[str, Any]:
+    path = best / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"expected a trained model in {best}, found no {CONFIG_FILE} (is the run finished?)")
+    fields = json.loads(path.read_text(encoding="utf-8"))
+    return {k: v for k, v in fields.items() if k not in _FREE_FIELDS}
+
+
+def check_ingredients(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Each run's metrics, after checking that the runs can be averaged: at least two,
+    finished, the same model definition (head, labels, backbone, sizes, markers) and the
+    same initial weights (``--seed``). Raises RunError naming the first difference."""
+    if len(runs) < 2:
+        raise RunError(f"expected at least 2 runs to average, got {len(runs)}")
+    if len({str(Path(r).resolve()) for r in runs}) != len(runs):
+        raise RunError("expected distinct runs, got one run twice")
+    metrics = [read_metrics(r) for r in runs]
+    first, first_fields = Path(runs[0]), _tagger_fields(Path(runs[0]) / "best")
+    for run, m in zip(runs[1:], metrics[1:]):
+        fields = _tagger_fields(Path(run) / "best")
+        for key in sorted(set(first_fields) | set(fields)):
+            if first_fields.get(key) != fields.get(key):
+                what = "its encoder config" if key == "encoder" else f"{first_fields.get(key)!r} vs {fields.get(key)!r}"
+                raise RunError(f"expected runs of one model definition, but {run} differs from {first} in {key} ({what})")
+        if m["settings"].get("seed") != metrics[0]["settings"].get("seed"):
+            raise RunError(
+                f"expected runs from the same initial weights (one --seed, other --data-seed), got --seed "
+                f"{metrics[0]['settings'].get('seed')} in {first} and {m['settings'].get('seed')} in {run}: "
+                "runs initialised apart do not average into a working model")
+    return metrics
+
+
+def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of floating-point tensors; other tensors (integer buffers such
+    as position ids) must be equal and are kept. Raises ValueError on any mismatch."""
+    keys = list(states[0])
+    for i, s in enumerate(states[1:], 2):
+        if set(s) != set(keys):
+            diff = sorted(set(s) ^ set(keys))
+            raise ValueError(f"expected the same parameters in every model, model {i} differs in {diff[:3]}")
+    out: dict[str, torch.Tensor] = {}
+    for k in keys:
+        values = [s[k] for s in states]
+        if any(v.shape != values[0].shape for v in values):
+            raise ValueError(f"expected {k} of one shape in every model, got {[tuple(v.shape) for v in values]}")
+        if values[0].is_floating_point():
+            out[k] = torch.stack([v.float() for v in values]).mean(0).to(values[0].dtype)  # shape: as each value
+        else:
+            if any(not torch.equal(v, values[0]) for v in values[1:]):
+                raise ValueError(f"expected the non-float tensor {k} to be equal in every model, it differs")
+            out[k] = values[0].clone()
+    return out
+
+
+def make_soup(
+    runs: Sequence[str | Path],
+    out_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    recipe: str = "greedy",
+    select: str = "valid",
+    splits: dict[str, list] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Average ``runs`` into ``out_dir/best`` and write ``out_dir/metrics.json`` (valid and
+    test scores, which runs went in). ``splits`` overrides the DNRTI files (tests)."""
+    from .trainer import _valid_entry, evaluate_model
+
+    if recipe not in RECIPES:
+        raise ValueError(f"expected a recipe among {RECIPES}, got {recipe!r}")
+    if select not in SELECT_SCORES:
+        raise ValueError(f"expected --select to be one of {', '.join(SELECT_SCORES)}, got {select!r}")
+    key = SELECT_SCORES[select]
+    started = time.time()
+    metrics = check_ingredients(runs)
+    if splits is None:
+        splits = {name: load_split(data, name)[0] for name in ("train", "valid", "test")}
+    train_s, valid_s = splits["train"], splits["valid"]
+
+    models: list[WordTagger] = []
+    tokenizer = None
+    for run in runs:
+        model, tok = load_model(Path(run) / "best")
+        models.append(model)
+        tokenizer = tokenizer or tok
+    encoder = models[0].config.word_encoder(tokenizer)
+    soup = models[0]  # holds the averaged weights as they are tried
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
+
+    def scored(members: Sequence[int]) -> dict[str, Any]:
+        soup.load_state_dict(average_states([states[i] for i in members]))
+        return evaluate_model(soup, encoder, valid_s, train_s)
+
+    ingredients = []
+    for i, run in enumerate(runs):  # each run alone, scored here with the same code as the soup
+        alone = scored([i])
+        ingredients.append({"run": str(run), "data_seed": metrics[i]["settings"].get("data_seed"),
+                            "best_epoch": metrics[i].get("best_epoch"), **_valid_entry(alone)})
+        log(f"{run}: valid F1 {alone['f1']*100:.2f}  valid unseen F1 {alone['unseen']['f1']*100:.2f}  "
+            f"new-name recall {alone['new_names']['new']['recall']*100:.2f}")
+    order = sorted(range(len(runs)), key=lambda i: -ingredients[i][key])  # best first, first of equals
+    if recipe == "uniform":
+        members = list(order)
+        valid = scored(members)
+    else:
+        members, best_entry, valid = [order[0]], ingredients[order[0]], None
+        for i in order[1:]:
+            trial = scored(members + [i])
+            entry = _valid_entry(trial)
+            kept = entry[key] >= best_entry[key]
+            log(f"+ {runs[i]}: {select} {entry[key]*100:.2f} against {best_entry[key]*100:.2f}: "
+                f"{'added' if kept else 'left out'}")
+            if kept:
+                members, best_entry, valid = members + [i], entry, trial
+        if valid is None:
+            valid = scored(members)
+    for i, ing in enumerate(ingredients):
+        ing["in_soup"] = i in members
+    soup.load_state_dict(average_states([states[i] for i in members]))
+    out = Path(out_dir)
+    soup.save(out / "best", tokenizer)
+    final: dict[str, Any] = {"valid": valid}
+    if splits.get("test"):
+        final["test"] = evaluate_model(soup, encoder, splits["test"], train_s)
+    log(f"soup of {len(members)} of {len(runs)} runs ({recipe}, on {select}): valid F1 {valid['f1']*100:.2f}  "
+        f"valid unseen F1 {valid['unseen']['f1']*100:.2f}"
+        + (f"  test F1 {final['test']['f1']*100:.2f}  test unseen F1 {final['test']['unseen']['f1']*100:.2f}"
+           if "test" in final else ""))
+    settings = dict(metrics[members[0]]["settings"])
+    settings["soup"] = {"recipe": recipe, "select": select, "runs": [str(runs[i]) for i in members]}
+    result = {
+        "settings": settings,
+        "epochs": [],
+        "best_epoch": None,
+        "ingredients": ingredients,
+        # every run's training was spent on this model, the ones left out too
+        "wall_seconds": round(time.time() - started + sum(m.get("wall_seconds", 0.0) for m in metrics), 1),
+        **final,
+    }
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out / "metrics.json")
+    return result

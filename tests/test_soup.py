@@ -1,0 +1,150 @@
+"""--data-seed and `ner-batch soup`: runs from the same initial weights, averaged into one model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import make_tiny_model, tiny_encoder_config, tiny_sentences
+from ner_batch.cli import main
+from ner_batch.data.conll import Sentence
+from ner_batch.models.tagger import load_model
+from ner_batch.training import trainer as trainer_module
+from ner_batch.training.runs import RunError, format_runs, run_row
+from ner_batch.training.soup import average_states, check_ingredients, make_soup
+from ner_batch.training.trainer import TrainSettings, train
+
+OTHER = Sentence("Sofacy used Zebrocy against Europe .".split(), ["B-HackOrg", "O", "B-Tool", "O", "B-Area", "O"])
+
+
+def _splits():
+    sents = tiny_sentences()
+    return {"train": sents * 4, "valid": sents + [OTHER], "test": [OTHER]}
+
+
+@pytest.fixture
+def unseeded_tiny_backbone(monkeypatch):
+    """`train` builds its own model (as with a real backbone), here a tiny random one drawn
+    from torch's global generator, so that only the trainer's seeding decides its weights.
+    Yields the list of every built model's initial weights."""
+    built = []
+
+    def build_model(config, *, pretrained=True):
+        from ner_batch.models import tagger
+
+        config.encoder = tiny_encoder_config()
+        config.lstm_hidden = 16
+        model = tagger.build_model(config, pretrained=False)
+        built.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", build_model)
+    yield built
+
+
+def _train_own(tmp_path, name, **kw):
+    settings = TrainSettings(head="crf", epochs=2, lr=3e-3, head_lr=3e-3, batch_size=2, dropout=0.2, **kw)
+    return train(settings, tmp_path / name, splits=_splits(), progress=False, log=lambda _: None)
+
+
+def _weights(run):
+    model, _ = load_model(run / "best")
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_data_seed_keeps_the_initial_weights_and_changes_the_path(tmp_path, unseeded_tiny_backbone):
+    _train_own(tmp_path, "a", seed=13)
+    _train_own(tmp_path, "a-again", seed=13, data_seed=13)  # --data-seed equal to --seed: the same run
+    _train_own(tmp_path, "b", seed=13, data_seed=14)
+    _train_own(tmp_path, "c", seed=14)
+    init_a, init_a2, init_b, init_c = unseeded_tiny_backbone
+    assert all(torch.equal(init_a[k], init_b[k]) for k in init_a)
+    assert any(not torch.equal(init_a[k], init_c[k]) for k in init_a)
+    wa, wa2, wb = _weights(tmp_path / "a"), _weights(tmp_path / "a-again"), _weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wa2[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["settings"]["data_seed"] == 14
+
+
+def test_average_states_means_floats_and_keeps_equal_integers():
+    a = {"w": torch.tensor([1.0, 2.0]), "ids": torch.tensor([0, 1])}
+    b = {"w": torch.tensor([3.0, 6.0]), "ids": torch.tensor([0, 1])}
+    out = average_states([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and torch.equal(out["ids"], torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="expected the non-float tensor ids to be equal in every model"):
+        average_states([a, {"w": b["w"], "ids": torch.tensor([1, 0])}])
+    with pytest.raises(ValueError, match=r"expected w of one shape in every model, got \[\(2,\), \(3,\)\]"):
+        average_states([a, {"w": torch.zeros(3), "ids": a["ids"]}])
+    with pytest.raises(ValueError, match=r"model 2 differs in \['ids'\]"):
+        average_states([a, {"w": b["w"]}])
+
+
+def _tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2, 3), head="softmax", seed=13):
+    runs = []
+    for ds in data_seeds:
+        settings = TrainSettings(head=head, epochs=2, lr=3e-3, head_lr=3e-3, batch_size=2, seed=seed, data_seed=ds, dropout=0.3)
+        out = tmp_path / f"{head}-s{seed}-d{ds}"
+        train(settings, out, model=make_tiny_model(head, seed=0, dropout=0.3), tokenizer=tokenizer, splits=_splits(),
+              progress=False, log=lambda _: None)
+        runs.append(out)
+    return runs
+
+
+def test_a_uniform_soup_is_the_mean_of_the_runs_and_tags_like_a_run(tmp_path, tokenizer):
+    runs = _tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2))
+    result = make_soup(runs, tmp_path / "soup", recipe="uniform", splits=_splits(), log=lambda _: None)
+    w1, w2, soup = _weights(runs[0]), _weights(runs[1]), _weights(tmp_path / "soup")
+    for k in soup:
+        expected = (w1[k] + w2[k]) / 2 if w1[k].is_floating_point() else w1[k]
+        assert torch.allclose(soup[k], expected, atol=1e-6), k
+    assert result["settings"]["soup"] == {"recipe": "uniform", "select": "valid", "runs": [str(r) for r in runs]}
+    assert all(i["in_soup"] for i in result["ingredients"])
+    assert {"valid", "test"} <= set(result) and 0.0 <= result["test"]["unseen"]["f1"] <= 1.0
+    row = run_row(tmp_path / "soup")
+    assert row["soup"] == 2 and row["finished"] and row["valid_f1"] == round(100 * result["valid"]["f1"], 2)
+    assert "soup of 2 runs of 2" in format_runs([row])
+
+
+def test_a_greedy_soup_never_scores_below_its_best_run_on_valid(tmp_path, tokenizer):
+    runs = _tiny_runs(tmp_path, tokenizer)
+    for select, key in (("valid", "valid_f1"), ("valid-unseen", "valid_unseen_f1")):
+        result = make_soup(runs, tmp_path / f"soup-{select}", select=select, splits=_splits(), log=lambda _: None)
+        best_alone = max(i[key] for i in result["ingredients"])
+        soup_score = result["valid"]["f1"] if key == "valid_f1" else result["valid"]["unseen"]["f1"]
+        assert soup_score >= best_alone
+        members = [i for i in result["ingredients"] if i["in_soup"]]
+        assert members and max(members, key=lambda i: i[key])[key] == best_alone  # it starts from the best run
+        assert len(result["settings"]["soup"]["runs"]) == len(members)
+
+
+def test_runs_that_cannot_be_averaged_are_refused_in_one_line(tmp_path, tokenizer):
+    a, b = _tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2))
+    (other_seed,) = _tiny_runs(tmp_path, tokenizer, data_seeds=(1,), seed=14)
+    (crf,) = _tiny_runs(tmp_path, tokenizer, data_seeds=(1,), head="crf")
+    cases = [
+        ([a], "expected at least 2 runs to average, got 1"),
+        ([a, a], "expected distinct runs, got one run twice"),
+        ([a, other_seed], "expected runs from the same initial weights (one --seed, other --data-seed), got --seed 13"),
+        ([a, crf], f"expected runs of one model definition, but {crf} differs from {a} in head ('softmax' vs 'crf')"),
+        ([a, tmp_path / "missing"], "expected a training run with"),
+    ]
+    for runs, message in cases:
+        with pytest.raises(RunError) as err:
+            check_ingredients(runs)
+        assert message in str(err.value)
+        res = CliRunner().invoke(main, ["soup", *map(str, runs), "--out", str(tmp_path / "out")])
+        assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "out").exists()
+    (b / "best" / "tagger.json").unlink()  # an unfinished run
+    with pytest.raises(RunError, match="found no tagger.json"):
+        check_ingredients([a, b])
+
+
+def test_soup_options_are_checked_by_the_cli(tmp_path):
+    res = CliRunner().invoke(main, ["soup", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o"), "--recipe", "mean"])
+    assert res.exit_code == 2 and "'mean' is not one of 'greedy', 'uniform'" in res.output
+    res = CliRunner().invoke(main, ["soup", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "Missing argument 'RUN_DIRS...'" in res.output
