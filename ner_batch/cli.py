@@ -88,6 +88,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--average", type=float, default=0.0, show_default=True,
               help="Score and save an exponential moving average of the weights with this decay per step "
                    "(e.g. 0.999; 0: the trained weights). The log and metrics.json show the trained weights beside.")
+@click.option("--init", type=click.Path(file_okay=False), default="",
+              help="Start from this trained model (a run directory or its best/, e.g. a soup) instead of the "
+                   "pretrained backbone; --head, --shape-markers and --max-length must be as it was trained.")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def train(out_dir, data, threads, bidirectional, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid score (--select) in OUT/best.
@@ -97,7 +100,7 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
     """
     import torch
 
-    from .training.trainer import TrainSettings, train as run_train
+    from .training.trainer import InitError, TrainSettings, train as run_train
 
     if threads:
         torch.set_num_threads(threads)
@@ -105,7 +108,10 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
         settings = TrainSettings(lstm_bidirectional=bidirectional, **kw)
     except ValueError as exc:  # rewrite shares that do not add up, an average decay out of range
         raise click.UsageError(str(exc)) from None
-    metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
+    try:
+        metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
+    except (InitError, FileNotFoundError) as exc:  # no DNRTI at --data, an --init that is no trained model or not this one
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))
 
 

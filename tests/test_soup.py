@@ -148,3 +148,40 @@ def test_soup_options_are_checked_by_the_cli(tmp_path):
     assert res.exit_code == 2 and "'mean' is not one of 'greedy', 'uniform'" in res.output
     res = CliRunner().invoke(main, ["soup", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "Missing argument 'RUN_DIRS...'" in res.output
+
+
+def test_init_starts_from_a_trained_model(tmp_path, tokenizer):
+    (run,) = _tiny_runs(tmp_path, tokenizer, data_seeds=(1,))
+    # no step moves a weight at learning rate 0: the saved model is the --init model itself
+    settings = TrainSettings(head="softmax", epochs=1, lr=0.0, head_lr=0.0, batch_size=2, max_length=64, init=str(run))
+    metrics = train(settings, tmp_path / "refit", splits=_splits(), progress=False, log=lambda _: None)
+    before, after = _weights(run), _weights(tmp_path / "refit")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert metrics["settings"]["init"] == str(run)
+    # and it trains from there
+    settings = TrainSettings(head="softmax", epochs=1, lr=3e-3, head_lr=3e-3, batch_size=2, max_length=64,
+                             init=str(run / "best"))
+    train(settings, tmp_path / "refit2", splits=_splits(), progress=False, log=lambda _: None)
+    moved = _weights(tmp_path / "refit2")
+    assert any(not torch.equal(before[k], moved[k]) for k in before)
+
+
+def test_a_wrong_init_is_one_line_and_writes_nothing(tmp_path, tokenizer):
+    (run,) = _tiny_runs(tmp_path, tokenizer, data_seeds=(1,))
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text("APT28 B-HackOrg\nused O\n\nSofacy B-HackOrg\n", encoding="utf-8")
+    cases = [
+        (["--head", "crf", "--init", str(run)], f"expected --head 'crf' as the model in {run / 'best'} was trained, "
+                                                 "found 'softmax' there: pass --head as it was"),
+        (["--init", str(run), "--shape-markers"], "expected --shape-markers True as the model"),
+        (["--init", str(tmp_path / "nothing")], f"expected a trained model in {tmp_path / 'nothing'}, found no tagger.json"),
+        (["--init", str(run), "--max-length", "64", "--data", str(tmp_path / "nodata")],
+         "expected DNRTI's train.txt, valid.txt and test.txt in"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "out"
+        res = CliRunner().invoke(main, ["train", "--out", str(out), "--data", str(data), *args])
+        assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output, res.output
+        assert not out.exists()

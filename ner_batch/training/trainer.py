@@ -63,6 +63,7 @@ class TrainSettings:
     name_mask: float = 0.0  # per name mention and epoch: name-like words become synthetic names (augment.py)
     shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
     average: float = 0.0  # decay of an exponential moving average of the weights, scored and saved instead (0 = off; averaging.py)
+    init: str = ""  # start from this trained model (a run or its best/, e.g. a soup) instead of the pretrained backbone
 
     def __post_init__(self) -> None:
         self.augment  # noqa: B018 - refuses bad rewrite shares when the settings are made, before any work
@@ -178,6 +179,27 @@ def predict_tokens(model: WordTagger, encoder: WordEncoder, sentences: Sequence[
     return [t.labels for t in sentence_tagger(model, encoder).tag(sentences)]
 
 
+class InitError(ValueError):
+    """--init names a model that is not what the other settings define."""
+
+
+def load_init(settings: TrainSettings) -> tuple[WordTagger, Any]:
+    """The trained model ``settings.init`` names (a run directory or its ``best/``), checked
+    against the settings that define a model, so that a run never silently trains another."""
+    from ..models.tagger import load_model
+
+    path = Path(settings.init)
+    best = path / "best" if (path / "best").is_dir() else path
+    model, tokenizer = load_model(best)
+    c = model.config
+    for name, wanted, found in (("--head", settings.head, c.head), ("--shape-markers", settings.shape_markers, c.shape_markers),
+                                ("--max-length", settings.max_length, c.max_length)):
+        if wanted != found:
+            raise InitError(f"expected {name} {wanted!r} as the model in {best} was trained, found {found!r} there: "
+                             f"pass {name} as it was")
+    return model, tokenizer
+
+
 def evaluate_model(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sentence], train: Sequence[Sentence] | None) -> dict[str, Any]:
     words = [s.tokens for s in sentences]
     gold = [s.labels for s in sentences]
@@ -271,6 +293,9 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    directory = data_dir(data) if splits is None else None  # both checked before anything is written
+    if model is None and settings.init:
+        model, tokenizer = load_init(settings)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     logfile = (out / "train.log").open("w")
@@ -283,7 +308,6 @@ def train(
     set_seed(settings.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if splits is None:
-        directory = data_dir(data)
         splits = {}
         for name in ("train", "valid", "test"):
             sents, report = load_split(directory, name)
