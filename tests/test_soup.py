@@ -106,6 +106,13 @@ def test_a_uniform_soup_is_the_mean_of_the_runs_and_tags_like_a_run(tmp_path, to
     row = run_row(tmp_path / "soup")
     assert row["soup"] == 2 and row["finished"] and row["valid_f1"] == round(100 * result["valid"]["f1"], 2)
     assert "soup of 2 runs of 2" in format_runs([row])
+    # a soup exports like any run, and its bundle says what it was made of
+    from conftest import CHECK_SENTENCES
+    from ner_batch.export.build import build_bundle
+
+    manifest = build_bundle(tmp_path / "soup", tmp_path / "bundle", check_sentences=CHECK_SENTENCES, variants=("fp32",),
+                            log=lambda _: None)
+    assert manifest["training"]["settings"]["soup"]["runs"] == [str(r) for r in runs]
 
 
 def test_a_greedy_soup_never_scores_below_its_best_run_on_valid(tmp_path, tokenizer):
