@@ -15,8 +15,9 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], unseen: 
     """seqeval scores (default, CoNLL-style mode) of predicted BIO tags against gold.
 
     Returns ``{"precision", "recall", "f1", "accuracy", "sentences", "per_type":
-    {type: {"precision", "recall", "f1", "support"}}, "unseen": {...}}`` (``unseen`` only
-    when a mask is given: the same micro scores on the sentences it marks).
+    {type: {"precision", "recall", "f1", "support"}}, "unseen": {...}, "seen": {...}}``
+    (``unseen`` and ``seen`` only when a mask is given: the same micro scores on the
+    sentences it marks, and on the others).
     """
     from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
@@ -39,15 +40,16 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], unseen: 
         },
     }
     result["confusion"] = type_confusion(gold, pred)
-    if unseen is not None:
-        g2 = [g for g, u in zip(gold, unseen) if u]
-        p2 = [p for p, u in zip(pred, unseen) if u]
-        result["unseen"] = {
-            "sentences": len(g2),
-            "precision": float(precision_score(g2, p2, zero_division=0)) if g2 else 0.0,
-            "recall": float(recall_score(g2, p2, zero_division=0)) if g2 else 0.0,
-            "f1": float(f1_score(g2, p2, zero_division=0)) if g2 else 0.0,
-        }
+    if unseen is not None:  # the part not in train, and the part in train verbatim (what memorising scores)
+        for key, wanted in (("unseen", True), ("seen", False)):
+            g2 = [g for g, u in zip(gold, unseen) if bool(u) == wanted]
+            p2 = [p for p, u in zip(pred, unseen) if bool(u) == wanted]
+            result[key] = {
+                "sentences": len(g2),
+                "precision": float(precision_score(g2, p2, zero_division=0)) if g2 else 0.0,
+                "recall": float(recall_score(g2, p2, zero_division=0)) if g2 else 0.0,
+                "f1": float(f1_score(g2, p2, zero_division=0)) if g2 else 0.0,
+            }
     return result
 
 
@@ -216,6 +218,12 @@ def format_report(result: dict[str, Any], title: str = "") -> str:
         lines.append(
             f"{'micro unseen':<14}{u['precision']*100:>10.2f}{u['recall']*100:>10.2f}{u['f1']*100:>10.2f}"
             f"{u['sentences']:>10}  sentences not in train"
+        )
+    if "seen" in result:
+        u = result["seen"]
+        lines.append(
+            f"{'micro seen':<14}{u['precision']*100:>10.2f}{u['recall']*100:>10.2f}{u['f1']*100:>10.2f}"
+            f"{u['sentences']:>10}  sentences also in train"
         )
     lines.append(f"token accuracy {result['accuracy']*100:.2f}")
     return "\n".join(lines)

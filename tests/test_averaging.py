@@ -78,7 +78,8 @@ def test_training_with_an_average_saves_it_and_scores_the_trained_weights_beside
     metrics = train(settings, tmp_path / "run", model=model, tokenizer=tokenizer, splits=splits, progress=False, log=log.append)
     for e in metrics["epochs"]:
         raw = e["trained_weights"]
-        assert set(raw) == {"valid_precision", "valid_recall", "valid_f1", "valid_unseen_f1", "valid_new_name_recall"}
+        assert set(raw) == {"valid_precision", "valid_recall", "valid_f1", "valid_unseen_f1", "valid_seen_f1",
+                            "valid_new_name_recall"}
         assert 0.0 <= raw["valid_f1"] <= 1.0
     text = "\n".join(log)
     assert "moving average (decay 0.9)" in text and "| trained weights: valid F1" in text

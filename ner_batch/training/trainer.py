@@ -425,6 +425,7 @@ def _valid_entry(valid: dict[str, Any]) -> dict[str, float]:
         "valid_recall": valid["recall"],
         "valid_f1": valid["f1"],
         "valid_unseen_f1": valid["unseen"]["f1"],
+        "valid_seen_f1": valid["seen"]["f1"],  # the valid sentences also in train: what memorising scores
         "valid_new_name_recall": valid["new_names"]["new"]["recall"],
     }
 
