@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID
 from .training.runs import SELECT_SCORES
 
 
@@ -145,6 +146,42 @@ def soup(run_dirs, out_dir, data, recipe, select, threads) -> None:
     except (RunError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"runs": result["settings"]["soup"]["runs"], "wall_seconds": result["wall_seconds"]}))
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Run directory for the calibrated model, e.g. runs/crf-cal (export it like any run).")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
+@click.option("--grid", default=",".join(f"{g:g}" for g in CALIBRATION_GRID), show_default=True,
+              help="Comma-separated shifts of the 'O' emission to try (> 0: fewer, surer entities; < 0: more).")
+@click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid", show_default=True,
+              help="The valid score that picks the shift.")
+@click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
+def calibrate(run_dir, out_dir, data, grid, select, threads) -> None:
+    """Shift a trained model's 'O' emission by the amount that scores best on valid, folded
+    into the output layer's bias: the balance between missed and spurious entities, set on
+    valid; the graph, size and speed stay as they are.
+
+    RUN is a finished run or soup. Writes OUT/best and OUT/metrics.json (every shift's valid
+    scores, the chosen one's valid and test scores). Test is scored once, on the result.
+    """
+    import torch
+
+    from .training.calibrate import calibrate_run, parse_grid
+    from .training.runs import RunError
+
+    try:
+        shifts = parse_grid(grid)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--grid") from None
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = calibrate_run(run_dir, out_dir, data, grid=shifts, select=select, log=lambda m: click.echo(m, err=True))
+    except (RunError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"shift": result["settings"]["calibrate"]["shift"], "wall_seconds": result["wall_seconds"]}))
 
 
 @main.command()

@@ -69,6 +69,31 @@ def tiny_sentences():
     return [Sentence(list(t), list(l)) for t, l in TINY_SENTENCES]
 
 
+OTHER_SENTENCE = (["Sofacy", "used", "Zebrocy", "against", "Europe", "."], ["B-HackOrg", "O", "B-Tool", "O", "B-Area", "O"])
+
+
+def tiny_splits() -> dict:
+    """train / valid / test from the tiny sentences: valid has one sentence train lacks."""
+    from ner_batch.data.conll import Sentence
+
+    sents, other = tiny_sentences(), Sentence(*map(list, OTHER_SENTENCE))
+    return {"train": sents * 4, "valid": sents + [other], "test": [other]}
+
+
+def train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2, 3), head="softmax", seed=13) -> list:
+    """Finished tiny training runs from the same initial weights, one per data seed."""
+    from ner_batch.training.trainer import TrainSettings, train
+
+    runs = []
+    for ds in data_seeds:
+        settings = TrainSettings(head=head, epochs=2, lr=3e-3, head_lr=3e-3, batch_size=2, seed=seed, data_seed=ds, dropout=0.3)
+        out = tmp_path / f"{head}-s{seed}-d{ds}"
+        train(settings, out, model=make_tiny_model(head, seed=0, dropout=0.3), tokenizer=tokenizer, splits=tiny_splits(),
+              progress=False, log=lambda _: None)
+        runs.append(out)
+    return runs
+
+
 CHECK_SENTENCES = [s for s, _ in TINY_SENTENCES] + [
     "Kaspersky researchers attributed the campaign to a Chinese-speaking actor .".split(),
     ("In 2017 the group abused CVE-2017-11882 in Microsoft Office documents to drop a PowerShell loader "

@@ -8,21 +8,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import make_tiny_model, tiny_encoder_config, tiny_sentences
+from conftest import tiny_encoder_config, tiny_splits, train_tiny_runs
 from ner_batch.cli import main
-from ner_batch.data.conll import Sentence
 from ner_batch.models.tagger import load_model
 from ner_batch.training import trainer as trainer_module
 from ner_batch.training.runs import RunError, format_runs, run_row
 from ner_batch.training.soup import average_states, check_ingredients, make_soup
 from ner_batch.training.trainer import TrainSettings, train
 
-OTHER = Sentence("Sofacy used Zebrocy against Europe .".split(), ["B-HackOrg", "O", "B-Tool", "O", "B-Area", "O"])
-
-
-def _splits():
-    sents = tiny_sentences()
-    return {"train": sents * 4, "valid": sents + [OTHER], "test": [OTHER]}
+_splits = tiny_splits
 
 
 @pytest.fixture
@@ -82,15 +76,7 @@ def test_average_states_means_floats_and_keeps_equal_integers():
         average_states([a, {"w": b["w"]}])
 
 
-def _tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2, 3), head="softmax", seed=13):
-    runs = []
-    for ds in data_seeds:
-        settings = TrainSettings(head=head, epochs=2, lr=3e-3, head_lr=3e-3, batch_size=2, seed=seed, data_seed=ds, dropout=0.3)
-        out = tmp_path / f"{head}-s{seed}-d{ds}"
-        train(settings, out, model=make_tiny_model(head, seed=0, dropout=0.3), tokenizer=tokenizer, splits=_splits(),
-              progress=False, log=lambda _: None)
-        runs.append(out)
-    return runs
+_tiny_runs = train_tiny_runs
 
 
 def test_a_uniform_soup_is_the_mean_of_the_runs_and_tags_like_a_run(tmp_path, tokenizer):

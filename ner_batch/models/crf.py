@@ -59,6 +59,11 @@ class CrfHead(nn.Module):
     def decode(self, emissions: torch.Tensor, word_mask: torch.Tensor) -> list[list[int]]:
         return self.crf.decode(emissions, mask=word_mask.bool())
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The linear layer whose outputs are the emissions."""
+        return self.emission
+
     def decoder_params(self) -> dict[str, np.ndarray]:
         """The CRF's scores, as the runtime's Viterbi takes them."""
         return {

@@ -33,3 +33,8 @@ class SoftmaxHead(nn.Module):
 
     def decoder_params(self) -> dict[str, np.ndarray]:
         return {}
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The linear layer whose outputs are the emissions."""
+        return self.classifier

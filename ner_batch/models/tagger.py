@@ -57,6 +57,14 @@ class WordTagger(nn.Module):
         """Label ids per real word of each sequence."""
         return self.head.decode(self(**batch), batch["word_mask"])
 
+    @torch.no_grad()
+    def shift_label(self, label: str, delta: float) -> None:
+        """Add ``delta`` to every emission of ``label``, folded into the bias of the head's
+        output layer: the graph, its size and its speed stay as they are."""
+        if label not in self.config.labels:
+            raise ValueError(f"expected a label among {len(self.config.labels)} in labels.json, got {label!r}")
+        self.head.output_layer.bias[self.config.labels.index(label)] += float(delta)
+
     def save(self, directory: str | Path, tokenizer=None) -> None:
         from safetensors.torch import save_file
 

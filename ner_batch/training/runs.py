@@ -61,9 +61,12 @@ def run_row(run: str | Path) -> dict[str, Any]:
     }
     row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest --select score, first of equals
     e = next((x for x in epochs if x["epoch"] == row["best_epoch"]), {})
-    soup = s.get("soup")
-    if soup:  # `ner-batch soup`: no epochs of its own; its valid scores are the final soup's
+    soup, calibrated = s.get("soup"), s.get("calibrate")
+    if soup:
         row["soup"] = len(soup.get("runs", []))
+    if calibrated:
+        row["calibrate"] = calibrated.get("shift")
+    if soup or calibrated:  # `ner-batch soup` / `calibrate`: no epochs of their own; the valid scores are the final model's
         valid = m.get("valid") or {}
         e = {"valid_f1": valid.get("f1"), "valid_unseen_f1": (valid.get("unseen") or {}).get("f1"),
              "valid_new_name_recall": ((valid.get("new_names") or {}).get("new") or {}).get("recall")}
@@ -97,6 +100,8 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
             done = f"{r['epochs']} ({cell(r['best_epoch'])})"
         else:
             done = f"{r['epochs_run']} of {r['epochs']} ({cell(r['best_epoch'])}), unfinished"
+        if r.get("calibrate") is not None:
+            done += f", O {r['calibrate']:+.2f}"
         name = r["run"] + (f", averaged {r['average']}" if r["average"] else "")
         lines.append(f"| {name} | {r['head']} | {done} | {cell(r['valid_f1'])} | {cell(r['valid_unseen_f1'])} | "
                      f"{cell(r['valid_new_name_recall'])} | {cell(r['test_f1'])} | {cell(r['test_unseen_f1'])} | "

@@ -201,9 +201,14 @@ def load_init(settings: TrainSettings) -> tuple[WordTagger, Any]:
 
 
 def evaluate_model(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sentence], train: Sequence[Sentence] | None) -> dict[str, Any]:
+    return score_predictions(sentences, predict_tokens(model, encoder, [s.tokens for s in sentences]), train)
+
+
+def score_predictions(sentences: Sequence[Sentence], pred: Sequence[Sequence[str]], train: Sequence[Sentence] | None) -> dict[str, Any]:
+    """Scores of predicted labels against ``sentences``: whole, unseen and seen parts and new
+    names (the last three need ``train``)."""
     words = [s.tokens for s in sentences]
     gold = [s.labels for s in sentences]
-    pred = predict_tokens(model, encoder, words)
     result = score(gold, pred, unseen_mask(sentences, train) if train is not None else None)
     if train is not None:
         result["new_names"] = new_name_recall(gold, pred, words, mention_texts([s.labels for s in train], [s.tokens for s in train]))
