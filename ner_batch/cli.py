@@ -116,6 +116,21 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))
 
 
+def _model_job(threads: int, job):
+    """Run a job on trained models (soup, calibrate) with ``threads`` torch threads (0: torch's
+    default); a run that is not one, or missing data, is one line."""
+    import torch
+
+    from .training.runs import RunError
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return job()
+    except (RunError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
@@ -134,17 +149,10 @@ def soup(run_dirs, out_dir, data, recipe, select, threads) -> None:
     OUT/metrics.json (each run alone, which went in, the soup's valid and test scores).
     Chosen on valid only; test is scored once, on the result.
     """
-    import torch
-
-    from .training.runs import RunError
     from .training.soup import make_soup
 
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        result = make_soup(run_dirs, out_dir, data, recipe=recipe, select=select, log=lambda m: click.echo(m, err=True))
-    except (RunError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    result = _model_job(threads, lambda: make_soup(run_dirs, out_dir, data, recipe=recipe, select=select,
+                                                   log=lambda m: click.echo(m, err=True)))
     click.echo(json.dumps({"runs": result["settings"]["soup"]["runs"], "wall_seconds": result["wall_seconds"]}))
 
 
@@ -166,21 +174,14 @@ def calibrate(run_dir, out_dir, data, grid, select, threads) -> None:
     RUN is a finished run or soup. Writes OUT/best and OUT/metrics.json (every shift's valid
     scores, the chosen one's valid and test scores). Test is scored once, on the result.
     """
-    import torch
-
     from .training.calibrate import calibrate_run, parse_grid
-    from .training.runs import RunError
 
     try:
         shifts = parse_grid(grid)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--grid") from None
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        result = calibrate_run(run_dir, out_dir, data, grid=shifts, select=select, log=lambda m: click.echo(m, err=True))
-    except (RunError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    result = _model_job(threads, lambda: calibrate_run(run_dir, out_dir, data, grid=shifts, select=select,
+                                                       log=lambda m: click.echo(m, err=True)))
     click.echo(json.dumps({"shift": result["settings"]["calibrate"]["shift"], "wall_seconds": result["wall_seconds"]}))
 
 

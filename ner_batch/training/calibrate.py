@@ -16,7 +16,6 @@ Torch is imported inside :func:`calibrate_run` only, so the CLI reads the grid w
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -74,7 +73,7 @@ def calibrate_run(
     from ..decode import Decoder
     from ..models.tagger import load_model
     from ..tagging import SentenceTagger
-    from .trainer import _valid_entry, evaluate_model, score_predictions, to_torch
+    from .trainer import _valid_entry, save_and_score, score_predictions, to_torch, write_metrics
 
     if select not in SELECT_SCORES:
         raise ValueError(f"expected --select to be one of {', '.join(SELECT_SCORES)}, got {select!r}")
@@ -134,14 +133,8 @@ def calibrate_run(
     entries.sort(key=lambda e: e["shift"])
     chosen = _choose(entries, key)
     model.shift_label(LABEL, chosen["shift"])
-    model.save(out / "best", tokenizer)
-    final: dict[str, Any] = {"valid": results[chosen["shift"]]}
-    if splits.get("test"):
-        final["test"] = evaluate_model(model, encoder, splits["test"], train_s)
-    log(f"chosen O {chosen['shift']:+.2f} (on {select}): valid F1 {chosen['valid_f1']*100:.2f}  "
-        f"valid unseen F1 {chosen['valid_unseen_f1']*100:.2f}"
-        + (f"  test F1 {final['test']['f1']*100:.2f}  test unseen F1 {final['test']['unseen']['f1']*100:.2f}"
-           if "test" in final else ""))
+    final = save_and_score(model, tokenizer, encoder, out, results[chosen["shift"]], splits,
+                           f"chosen O {chosen['shift']:+.2f} (on {select})", log)
     settings = dict(metrics["settings"])
     earlier = (settings.get("calibrate") or {}).get("shift", 0.0)
     settings["calibrate"] = {"label": LABEL, "shift": earlier + chosen["shift"], "select": select,
@@ -156,7 +149,4 @@ def calibrate_run(
     }
     if "ingredients" in metrics:
         result["ingredients"] = metrics["ingredients"]
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
-    return result
+    return write_metrics(out, result)

@@ -102,7 +102,7 @@ def make_soup(
 ) -> dict[str, Any]:
     """Average ``runs`` into ``out_dir/best`` and write ``out_dir/metrics.json`` (valid and
     test scores, which runs went in). ``splits`` overrides the DNRTI files (tests)."""
-    from .trainer import _valid_entry, evaluate_model
+    from .trainer import _valid_entry, evaluate_model, save_and_score, write_metrics
 
     if recipe not in RECIPES:
         raise ValueError(f"expected a recipe among {RECIPES}, got {recipe!r}")
@@ -155,15 +155,8 @@ def make_soup(
     for i, ing in enumerate(ingredients):
         ing["in_soup"] = i in members
     soup.load_state_dict(average_states([states[i] for i in members]))
-    out = Path(out_dir)
-    soup.save(out / "best", tokenizer)
-    final: dict[str, Any] = {"valid": valid}
-    if splits.get("test"):
-        final["test"] = evaluate_model(soup, encoder, splits["test"], train_s)
-    log(f"soup of {len(members)} of {len(runs)} runs ({recipe}, on {select}): valid F1 {valid['f1']*100:.2f}  "
-        f"valid unseen F1 {valid['unseen']['f1']*100:.2f}"
-        + (f"  test F1 {final['test']['f1']*100:.2f}  test unseen F1 {final['test']['unseen']['f1']*100:.2f}"
-           if "test" in final else ""))
+    final = save_and_score(soup, tokenizer, encoder, Path(out_dir), valid, splits,
+                           f"soup of {len(members)} of {len(runs)} runs ({recipe}, on {select})", log)
     settings = dict(metrics[members[0]]["settings"])
     settings["soup"] = {"recipe": recipe, "select": select, "runs": [str(runs[i]) for i in members]}
     result = {
@@ -175,7 +168,4 @@ def make_soup(
         "wall_seconds": round(time.time() - started + sum(m.get("wall_seconds", 0.0) for m in metrics), 1),
         **final,
     }
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
-    return result
+    return write_metrics(Path(out_dir), result)

@@ -445,7 +445,26 @@ def _write_metrics(out: Path, settings: TrainSettings, history, best_epoch: int,
     }
     if final:
         metrics.update(final)
-    tmp = out / "metrics.json.tmp"
+    return write_metrics(out, metrics)
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Write ``out/metrics.json`` whole or not at all (a reader never sees half a file)."""
+    tmp = Path(out) / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(out / "metrics.json")
+    tmp.replace(Path(out) / "metrics.json")
     return metrics
+
+
+def save_and_score(model: WordTagger, tokenizer, encoder: WordEncoder, out: Path, valid: dict[str, Any],
+                   splits: dict[str, list], what: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """Save a model made from trained ones (a soup, a calibrated run) to ``out/best``, score
+    test once, and log one line: ``{"valid": valid, "test": ...}`` (no test without test sentences)."""
+    model.save(Path(out) / "best", tokenizer)
+    final: dict[str, Any] = {"valid": valid}
+    if splits.get("test"):
+        final["test"] = evaluate_model(model, encoder, splits["test"], splits["train"])
+    log(f"{what}: valid F1 {valid['f1']*100:.2f}  valid unseen F1 {valid['unseen']['f1']*100:.2f}"
+        + (f"  test F1 {final['test']['f1']*100:.2f}  test unseen F1 {final['test']['unseen']['f1']*100:.2f}"
+           if "test" in final else ""))
+    return final
