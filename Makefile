@@ -27,7 +27,7 @@ CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4 --
 # Chosen on valid-unseen F1 with no loss on whole valid. Two trainings at a time on 2 cores:
 #   make -j2 train TRAIN_THREADS=1
 # A finished training is not run again (runs/<head>-d<N>/.done). One seed: no soup, calibration only.
-SOFTMAX_SEEDS ?= 13 14
+SOFTMAX_SEEDS ?= 13 14 15 16
 CRF_SEEDS ?= 13 14 15 16
 SOUP_ARGS ?= --recipe uniform
 TRAIN_THREADS ?= 0
