@@ -35,6 +35,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+
 sys.path.insert(0, str(HERE))
 
 from common import machine, peak_rss_mb, timed  # noqa: E402
@@ -45,6 +46,12 @@ from ner_batch.evaluation import score  # noqa: E402
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def shown(path: Path) -> str:
+    """A path as the committed results show it: relative to the project when inside it (no machine's home)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 # ---------------------------------------------------------------- data
@@ -705,7 +712,7 @@ def main(argv=None) -> int:
     result = {"machine": machine(), "command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
               "seconds": round(time.time() - started, 1), "timing_corpus": f"DNRTI test x{args.repeat} ({len(data.timing)} sentences)",
               "repeats": args.repeats, "rows": bench.rows, "extra": bench.extra,
-              "models": {h: {"run": str(run_of[h]), "bundle": str(bundle_of[h])} for h in run_of}}
+              "models": {h: {"run": shown(run_of[h]), "bundle": shown(bundle_of[h])} for h in run_of}}
     paths = write_report(result, Path(args.out))
     log(f"wrote {', '.join(str(p) for p in paths)} in {time.time() - started:.0f}s")
     return 0
