@@ -92,6 +92,13 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--init", type=click.Path(file_okay=False), default="",
               help="Start from this trained model (a run directory or its best/, e.g. a soup) instead of the "
                    "pretrained backbone; --head, --shape-markers and --max-length must be as it was trained.")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(file_okay=False),
+              help="A trained softmax run to distill from (repeat for several: the student learns their mean "
+                   "word-label distributions beside the gold labels); softmax head only.")
+@click.option("--distill-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of the loss given to the teachers' distributions with --teacher (the rest: gold labels).")
+@click.option("--distill-temperature", type=float, default=2.0, show_default=True,
+              help="Temperature softening teacher and student distributions in the distillation term.")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def train(out_dir, data, threads, bidirectional, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid score (--select) in OUT/best.
@@ -101,6 +108,8 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
     """
     import torch
 
+    from .training.distill import TeacherError
+    from .training.runs import RunError
     from .training.trainer import InitError, TrainSettings, train as run_train
 
     if threads:
@@ -111,8 +120,8 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
         raise click.UsageError(str(exc)) from None
     try:
         metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
-    except (InitError, FileNotFoundError) as exc:  # no DNRTI at --data, an --init that is no trained model or not this one
-        raise click.ClickException(str(exc)) from None
+    except (InitError, TeacherError, RunError, FileNotFoundError) as exc:  # no DNRTI at --data, an --init or
+        raise click.ClickException(str(exc)) from None  # --teacher that is no trained model or cannot be used here
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))
 
 

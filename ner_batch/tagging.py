@@ -95,6 +95,17 @@ class SentenceTagger:
     def run(self, plan: Plan, stats: TagStats | None = None) -> list[SentenceTags]:
         """Emissions of every batch, stitched per sentence, then one decode per sentence."""
         stats = stats if stats is not None else TagStats()
+        emissions = self.emissions(plan, stats)
+        t0 = time.perf_counter()
+        decoded = self.decoder(emissions)
+        labels = self.labels
+        result = [SentenceTags([labels[t] for t in tags.tolist()], conf.tolist()) for tags, conf in decoded]
+        stats.seconds_decode += time.perf_counter() - t0
+        return result
+
+    def emissions(self, plan: Plan, stats: TagStats | None = None) -> list[np.ndarray]:
+        """Each sentence's stitched emissions ``(n_words, L)``, before decoding."""
+        stats = stats if stats is not None else TagStats()
         n_labels = len(self.labels)
         emissions = [np.zeros((n, n_labels), dtype=np.float32) for n in plan.lengths]  # per sentence: (n, L)
         for idx, batch in plan.batches:
@@ -111,12 +122,7 @@ class SentenceTagger:
             stats.padded_positions += batch.attention_mask.size - int(batch.attention_mask.sum())
         stats.windows += len(plan.windows)
         stats.word_pieces += sum(w.n_tokens for w in plan.windows)
-        t0 = time.perf_counter()
-        decoded = self.decoder(emissions)
-        labels = self.labels
-        result = [SentenceTags([labels[t] for t in tags.tolist()], conf.tolist()) for tags, conf in decoded]
-        stats.seconds_decode += time.perf_counter() - t0
-        return result
+        return emissions
 
     def tag(self, sentences: Sequence[Sequence[str]], stats: TagStats | None = None) -> list[SentenceTags]:
         return self.run(self.plan(sentences), stats)

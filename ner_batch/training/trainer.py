@@ -33,6 +33,7 @@ from ..decode import Decoder
 from ..tagging import SentenceTagger
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
+from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
 from .runs import SELECT_SCORES
 
 
@@ -64,6 +65,9 @@ class TrainSettings:
     shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
     average: float = 0.0  # decay of an exponential moving average of the weights, scored and saved instead (0 = off; averaging.py)
     init: str = ""  # start from this trained model (a run or its best/, e.g. a soup) instead of the pretrained backbone
+    teachers: tuple[str, ...] = ()  # softmax runs whose mean word-label distributions the student also learns (distill.py)
+    distill_weight: float = 0.5  # share of the loss given to the teachers (the rest: gold labels)
+    distill_temperature: float = 2.0  # softening of teacher and student distributions in the distillation term
 
     def __post_init__(self) -> None:
         self.augment  # noqa: B018 - refuses bad rewrite shares when the settings are made, before any work
@@ -71,6 +75,18 @@ class TrainSettings:
             raise ValueError(f"expected --average between 0 and 1 (e.g. 0.999), or 0 for none, got {self.average}")
         if self.select not in SELECT_SCORES:
             raise ValueError(f"expected --select to be one of {', '.join(SELECT_SCORES)}, got {self.select!r}")
+        self.teachers = tuple(str(t) for t in self.teachers)
+        if self.teachers:
+            if self.head != "softmax":
+                raise ValueError(f"expected --head softmax with --teacher (a CRF's emissions are no distribution "
+                                 f"over labels to match), got --head {self.head}")
+            if self.augment.active:
+                raise ValueError("expected no --mention-replace or --name-mask with --teacher: a rewritten word "
+                                 "would be taught the original word's distribution")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"expected --distill-weight between 0 and 1, got {self.distill_weight}")
+        if not self.distill_temperature > 0.0:
+            raise ValueError(f"expected --distill-temperature above 0 (e.g. 2), got {self.distill_temperature}")
 
     @property
     def augment(self) -> AugmentSettings:
@@ -299,6 +315,7 @@ def train(
     from tqdm.auto import tqdm
 
     directory = data_dir(data) if splits is None else None  # both checked before anything is written
+    teacher_dirs(settings.teachers)
     if model is None and settings.init:
         model, tokenizer = load_init(settings)
     out = Path(out_dir)
@@ -346,6 +363,14 @@ def train(
     stream = None if augment.active else WordStream(encoder, train_s, label2id)
     valid_ex = make_examples(encoder, valid_s, label2id)
     rng = random.Random(data_seed)
+    targets = None
+    if settings.teachers:
+        t0 = time.time()
+        with torch.random.fork_rng():  # building the teachers draws initial weights: keep this run's random stream
+            targets = teacher_targets(load_teachers(settings.teachers, model.config.labels), train_s, settings.distill_temperature)
+        assert stream is not None and len(targets) == len(stream.tags), "teacher targets do not cover the training words"
+        say(f"distilling from {len(settings.teachers)} teachers (weight {settings.distill_weight}, temperature "
+            f"{settings.distill_temperature}): targets for {len(targets)} words in {time.time() - t0:.0f}s")
     plan = []  # every epoch's batches, drawn up front so that the schedule knows the step count
     for _ in range(settings.epochs):
         if augment.active:  # mentions rewritten afresh each epoch
@@ -370,7 +395,15 @@ def train(
         bar = tqdm(plan[epoch - 1][1], desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, leave=False)
         for chunk in bar:
             batch = encoder.collate([e.window for e in chunk])
-            loss = model.loss(to_torch(batch), tag_tensor(chunk, batch.word_mask.shape[1]))
+            tags = tag_tensor(chunk, batch.word_mask.shape[1])
+            if targets is None:
+                loss = model.loss(to_torch(batch), tags)
+            else:
+                inputs = to_torch(batch)
+                emissions = model(**inputs)
+                soft = target_tensor([(e.window.word_start, e.window.word_end) for e in chunk], targets, tags.shape[1])
+                loss = distill_loss(emissions, model.head.loss(emissions, tags, inputs["word_mask"]), soft,
+                                    inputs["word_mask"], settings.distill_weight, settings.distill_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if settings.grad_clip:
