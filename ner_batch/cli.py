@@ -195,7 +195,9 @@ def calibrate(run_dir, out_dir, data, grid, select, threads) -> None:
 
 
 @main.command()
-@click.option("--run", "run_dir", type=click.Path(file_okay=False), default=None, help="Training run directory (uses RUN/best).")
+@click.option("--run", "run_dirs", type=click.Path(file_okay=False), multiple=True,
+              help="Training run directory (uses RUN/best). Repeat it to score the output ensemble of the runs "
+                   "(their emissions averaged; one model per run at tagging time, so a yardstick, not a bundle).")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
               help="Exported model bundle (export/NAME); needs no torch.")
 @click.option("--variant", type=click.Choice(VARIANTS), default="fp32", show_default=True, help=_variant_help())
@@ -211,7 +213,7 @@ def calibrate(run_dir, out_dir, data, grid, select, threads) -> None:
 @click.option("--confusions", is_flag=True,
               help="Print the whole span-level type confusion table (which gold type got which predicted type); "
                    "without it, only the largest confusions. --json always has the table.")
-def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict, join, confusions) -> None:
+def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict, join, confusions) -> None:
     """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
     and on its "unseen" part (sentences whose tokens do not occur in train); exact-span recall
     on new names (mentions whose text is no mention in train) and what they were tagged as;
@@ -227,10 +229,11 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict,
     train_sents, _ = _load(directory, "train", False) if split != "train" else (sents, report)
     tokens = [s.tokens for s in sents]
     joined = [[w for s in tokens[k : k + join] for w in s] for k in range(0, len(tokens), join)]
-    if (run_dir is None) == (bundle_dir is None):
-        raise click.UsageError("give exactly one of --run DIR or --bundle DIR")
-    if run_dir is not None:
-        pred, source = _predict_run(Path(run_dir), joined), f"run {run_dir}"
+    if bool(run_dirs) == (bundle_dir is not None):
+        raise click.UsageError("give --run DIR (one or more) or --bundle DIR, not both and not neither")
+    if run_dirs:
+        pred = _predict_runs([Path(r) for r in run_dirs], joined)
+        source = f"run {run_dirs[0]}" if len(run_dirs) == 1 else f"ensemble of {len(run_dirs)} runs ({', '.join(run_dirs)})"
     else:
         from .cpu import cpu_info, describe
 
@@ -250,7 +253,7 @@ def evaluate(run_dir, bundle_dir, variant, device, data, split, as_json, strict,
     if known is None:
         from .models.config import TaggerConfig
 
-        best = Path(run_dir) / "best" if (Path(run_dir) / "best").is_dir() else Path(run_dir)
+        best = Path(run_dirs[0]) / "best" if (Path(run_dirs[0]) / "best").is_dir() else Path(run_dirs[0])
         known = set(TaggerConfig.load(best).labels)
     unknown = sorted({lab for s in sents for lab in s.labels} - known)
     if unknown:  # counted as misses: say so rather than score quietly low
@@ -288,14 +291,17 @@ def _load(directory, split, strict):
     return sents, report
 
 
-def _predict_run(run_dir: Path, tokens):
+def _predict_runs(run_dirs: list[Path], tokens):
     from .models.tagger import load_model
+    from .training.ensemble import ensemble_tagger, load_members
     from .training.trainer import predict_tokens
 
-    best = run_dir / "best" if (run_dir / "best").is_dir() else run_dir
     try:
+        if len(run_dirs) > 1:
+            return [t.labels for t in ensemble_tagger(load_members(run_dirs)).tag(tokens)]
+        best = run_dirs[0] / "best" if (run_dirs[0] / "best").is_dir() else run_dirs[0]
         model, tokenizer = load_model(best)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # RunError is a ValueError
         raise click.ClickException(str(exc)) from None
     return predict_tokens(model, model.config.word_encoder(tokenizer), tokens)
 
