@@ -28,7 +28,7 @@ import torch
 
 from ..data.conll import Sentence
 from ..decode import log_softmax
-from .runs import RunError
+from .runs import model_dir
 
 
 class TeacherError(ValueError):
@@ -38,16 +38,7 @@ class TeacherError(ValueError):
 def teacher_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """Each --teacher's model directory (a run's ``best/``, or the directory itself), checked
     to hold a trained model before any work is done; raises RunError naming the first that does not."""
-    from ..models.config import CONFIG_FILE
-
-    dirs = []
-    for path in paths:
-        path = Path(path)
-        best = path / "best" if (path / "best").is_dir() else path
-        if not (best / CONFIG_FILE).is_file():
-            raise RunError(f"expected a trained model in {best} for --teacher, found no {CONFIG_FILE} (is the run finished?)")
-        dirs.append(best)
-    return dirs
+    return [model_dir(path, " for --teacher") for path in paths]
 
 
 def load_teachers(paths: Sequence[str | Path], labels: Sequence[str]) -> list:

@@ -22,22 +22,17 @@ import torch
 
 from ..decode import Decoder, log_softmax
 from ..tagging import SentenceTagger
-from .runs import RunError
+from .runs import RunError, model_dir
 
 
 def load_members(paths: Sequence[str | Path]) -> list:
     """``(model, tokenizer)`` per run (a run directory or its ``best/``), checked to agree on
     what one word encoder and one decoder need; raises RunError naming the first difference."""
-    from ..models.config import CONFIG_FILE
     from ..models.tagger import load_model
 
     members = []
     for path in paths:
-        path = Path(path)
-        best = path / "best" if (path / "best").is_dir() else path
-        if not (best / CONFIG_FILE).is_file():
-            raise RunError(f"expected a trained model in {best}, found no {CONFIG_FILE} (is the run finished?)")
-        model, tokenizer = load_model(best)
+        model, tokenizer = load_model(model_dir(path))
         members.append((model.eval(), tokenizer))
     first = members[0][0].config
     for (model, _), path in zip(members[1:], paths[1:]):

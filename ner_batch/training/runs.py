@@ -23,6 +23,18 @@ class RunError(ValueError):
     """A directory that is not a readable training run."""
 
 
+def model_dir(path: str | Path, role: str = "") -> Path:
+    """The trained model of a run directory (its ``best/``) or the model directory itself,
+    checked to hold one; raises RunError otherwise (``role``, e.g. " for --teacher", says why it was wanted)."""
+    from ..models.config import CONFIG_FILE
+
+    path = Path(path)
+    best = path / "best" if (path / "best").is_dir() else path
+    if not (best / CONFIG_FILE).is_file():
+        raise RunError(f"expected a trained model in {best}{role}, found no {CONFIG_FILE} (is the run finished?)")
+    return best
+
+
 def read_metrics(run: str | Path) -> dict[str, Any]:
     """The metrics of a run directory, or a metrics file itself (docs/training/*-metrics.json)."""
     path = Path(run) if Path(run).is_file() else Path(run) / METRICS_FILE
