@@ -252,9 +252,9 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
         result["new_names"] = new_name_recall(gold, pred, tokens, known_names)
     if known is None:
         from .models.config import TaggerConfig
+        from .training.runs import model_dir
 
-        best = Path(run_dirs[0]) / "best" if (Path(run_dirs[0]) / "best").is_dir() else Path(run_dirs[0])
-        known = set(TaggerConfig.load(best).labels)
+        known = set(TaggerConfig.load(model_dir(run_dirs[0])).labels)
     unknown = sorted({lab for s in sents for lab in s.labels} - known)
     if unknown:  # counted as misses: say so rather than score quietly low
         result["unknown_gold_labels"] = unknown

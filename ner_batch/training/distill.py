@@ -66,18 +66,12 @@ def teacher_targets(teachers: Sequence, sentences: Sequence[Sentence], temperatu
     reads the sentences with its own word encoder (its own markers), one sentence per window
     set, as the runtime does.
     """
-    from ..decode import Decoder
-    from ..tagging import SentenceTagger
-    from .trainer import to_torch
+    from .trainer import sentence_tagger
 
     words = [s.tokens for s in sentences]
     total: np.ndarray | None = None
     for model, tokenizer in teachers:
-        @torch.no_grad()
-        def emit(batch, model=model):
-            return model(**to_torch(batch)).float().numpy()
-
-        tagger = SentenceTagger(model.config.word_encoder(tokenizer), emit, Decoder(model.config.labels))
+        tagger = sentence_tagger(model, model.config.word_encoder(tokenizer))  # the path training scores valid with
         per_sentence = tagger.emissions(tagger.plan(words))  # each: (n_words, L)
         logits = np.concatenate(per_sentence, axis=0) if per_sentence else np.zeros((0, len(model.config.labels)), np.float32)
         probs = np.exp(log_softmax(logits / temperature))  # shape: (N, L)

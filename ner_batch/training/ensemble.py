@@ -23,6 +23,7 @@ import torch
 from ..decode import Decoder, log_softmax
 from ..tagging import SentenceTagger
 from .runs import RunError, model_dir
+from .trainer import to_torch
 
 
 def load_members(paths: Sequence[str | Path]) -> list:
@@ -51,7 +52,7 @@ def ensemble_tagger(members: Sequence) -> SentenceTagger:
 
     @torch.no_grad()
     def emit(batch):
-        inputs = {k: torch.from_numpy(v) for k, v in batch.inputs().items()}
+        inputs = to_torch(batch)
         outs = [m(**inputs).float().numpy() for m in models]  # each: (B, W, L)
         if config.head == "softmax":
             return np.mean([log_softmax(o) for o in outs], axis=0)  # shape: (B, W, L)

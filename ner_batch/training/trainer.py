@@ -395,11 +395,10 @@ def train(
         bar = tqdm(plan[epoch - 1][1], desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, leave=False)
         for chunk in bar:
             batch = encoder.collate([e.window for e in chunk])
-            tags = tag_tensor(chunk, batch.word_mask.shape[1])
+            inputs, tags = to_torch(batch), tag_tensor(chunk, batch.word_mask.shape[1])
             if targets is None:
-                loss = model.loss(to_torch(batch), tags)
+                loss = model.loss(inputs, tags)
             else:
-                inputs = to_torch(batch)
                 emissions = model(**inputs)
                 soft = target_tensor([(e.window.word_start, e.window.word_end) for e in chunk], targets, tags.shape[1])
                 loss = distill_loss(emissions, model.head.loss(emissions, tags, inputs["word_mask"]), soft,
