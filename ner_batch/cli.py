@@ -293,12 +293,12 @@ def _load(directory, split, strict):
 
 def _predict_runs(run_dirs: list[Path], tokens):
     from .models.tagger import load_model
-    from .training.ensemble import ensemble_tagger, load_members
+    from .training.ensemble import ensemble_tagger
     from .training.trainer import predict_tokens
 
     try:
         if len(run_dirs) > 1:
-            return [t.labels for t in ensemble_tagger(load_members(run_dirs)).tag(tokens)]
+            return [t.labels for t in ensemble_tagger(run_dirs).tag(tokens)]
         best = run_dirs[0] / "best" if (run_dirs[0] / "best").is_dir() else run_dirs[0]
         model, tokenizer = load_model(best)
     except (FileNotFoundError, ValueError) as exc:  # RunError is a ValueError
@@ -525,14 +525,17 @@ def convert(tags_file, to, out) -> None:
 
 
 @main.command("export")
-@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), required=True, help="Training run (runs/NAME).")
+@click.option("--run", "run_dirs", type=click.Path(exists=True, file_okay=False), required=True, multiple=True,
+              help="Training run (runs/NAME). Repeat it to export the output ensemble of the runs as one graph "
+                   "(their emissions averaged; one encoder per run, so N runs cost N times the tagging time).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Bundle directory (export/NAME).")
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
 @click.option("--no-eval", is_flag=True, help="Skip scoring each variant on DNRTI test.")
 @click.option("--tolerance", type=float, default=1e-3, show_default=True,
               help="Largest accepted |ONNX Runtime - PyTorch| emission difference for fp32 graphs.")
-def export_cmd(run_dir, out_dir, data, no_eval, tolerance) -> None:
-    """Export a run's encoder + emission layers to an ONNX model bundle.
+def export_cmd(run_dirs, out_dir, data, no_eval, tolerance) -> None:
+    """Export a run's encoder + emission layers to an ONNX model bundle (or, with --run
+    repeated, the runs' output ensemble: e.g. export/softmax-x4, see README "Ensemble bundles").
 
     Writes fp32, graph-optimized fp32, int8 and fp16 graphs, the tokenizer, labels, CRF
     scores and a manifest; checks ONNX Runtime against PyTorch at shapes other than the
@@ -540,6 +543,7 @@ def export_cmd(run_dir, out_dir, data, no_eval, tolerance) -> None:
     """
     from .data.dnrti import data_dir, load_split, unseen_mask
     from .export.build import ExportCheckError, build_bundle, calibration_sentences
+    from .training.runs import RunError
 
     check, calibration, eval_split = None, None, None
     try:
@@ -557,9 +561,9 @@ def export_cmd(run_dir, out_dir, data, no_eval, tolerance) -> None:
             test_s, _ = load_split(directory, "test")
             eval_split = ("test", test_s, unseen_mask(test_s, train_s))
     try:
-        manifest = build_bundle(run_dir, out_dir, check_sentences=check, calibration=calibration, eval_split=eval_split, tolerance=tolerance,
-                                log=lambda m: click.echo(m, err=True))
-    except ExportCheckError as exc:
+        manifest = build_bundle(list(run_dirs), out_dir, check_sentences=check, calibration=calibration, eval_split=eval_split,
+                                tolerance=tolerance, log=lambda m: click.echo(m, err=True))
+    except (ExportCheckError, RunError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"bundle": out_dir, "variants": {k: v.get("f1", {}).get("f1") for k, v in manifest["variants"].items()}}))
 

@@ -1,5 +1,6 @@
-"""Output ensembles of runs (`ner-batch evaluate --run A --run B`): the averaged emissions, a
-one-member ensemble equal to its run, and members that cannot be averaged refused by name."""
+"""Output ensembles of runs (`ner-batch evaluate|export --run A --run B`): the averaged emissions, a
+one-member ensemble equal to its run, members that cannot be averaged refused by name, and the
+ensemble exported as one graph that tags as the PyTorch ensemble does."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY_SENTENCES, OTHER_SENTENCE, tiny_splits, train_tiny_runs
+from conftest import CHECK_SENTENCES, TINY_SENTENCES, OTHER_SENTENCE, make_tiny_model, tiny_sentences, tiny_splits, train_tiny_runs
 from ner_batch.cli import main
+from ner_batch.export.build import build_bundle
+from ner_batch.models.ensemble import EnsembleTagger
 from ner_batch.models.tagger import load_model
-from ner_batch.training.ensemble import ensemble_tagger, load_members
+from ner_batch.runtime.tagger import Tagger
+from ner_batch.training.ensemble import ensemble_tagger, load_ensemble
 from ner_batch.training.runs import RunError
-from ner_batch.training.trainer import predict_tokens, to_torch
+from ner_batch.training.trainer import predict_tokens, sentence_tagger, to_torch
 
 WORDS = [s.tokens for s in tiny_splits()["valid"]]
 
@@ -25,15 +29,15 @@ def test_an_ensemble_of_one_run_or_of_a_run_twice_tags_as_the_run(tmp_path, toke
     (run,) = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1,), head=head)
     model, tok = load_model(run / "best")
     alone = predict_tokens(model, model.config.word_encoder(tok), WORDS)
-    assert [t.labels for t in ensemble_tagger(load_members([run])).tag(WORDS)] == alone
-    assert [t.labels for t in ensemble_tagger(load_members([run, run / "best"])).tag(WORDS)] == alone
+    assert [t.labels for t in ensemble_tagger([run]).tag(WORDS)] == alone
+    assert [t.labels for t in ensemble_tagger([run, run / "best"]).tag(WORDS)] == alone
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])
 def test_ensemble_emissions_and_crf_scores_are_the_members_mean(tmp_path, tokenizer, head):
     runs = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2), head=head)
-    members = load_members(runs)
-    tagger = ensemble_tagger(members)
+    members = [load_model(r / "best") for r in runs]
+    tagger = ensemble_tagger(runs)
     enc = members[0][0].config.word_encoder(members[0][1])
     batch = enc.collate(enc.windows(WORDS))
     with torch.no_grad():
@@ -43,7 +47,7 @@ def test_ensemble_emissions_and_crf_scores_are_the_members_mean(tmp_path, tokeni
     else:
         expected = np.mean(outs, axis=0)
         for key in ("transitions", "start", "end"):
-            mean = np.mean([m.head.decoder_params()[key] for m, _ in members], axis=0)
+            mean = np.mean([m.decoder_params()[key] for m, _ in members], axis=0)
             assert np.allclose(tagger.decoder.crf[key], mean)
     assert np.allclose(tagger.emit(batch), expected, atol=1e-5)
     assert not np.allclose(outs[0], outs[1])  # two different members, so the mean is a test
@@ -54,17 +58,22 @@ def test_members_that_cannot_share_an_encoder_and_decoder_are_refused(tmp_path, 
     (crf,) = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1,), head="crf")
     with pytest.raises(RunError, match=f"expected every run of an ensemble to have the head of {softmax} \\('softmax'\\), "
                                        f"got 'crf' in {crf}"):
-        load_members([softmax, crf])
+        load_ensemble([softmax, crf])
     with pytest.raises(RunError, match=f"expected a trained model in {tmp_path / 'none'}, found no tagger.json"):
-        load_members([softmax, tmp_path / "none"])
+        load_ensemble([softmax, tmp_path / "none"])
 
 
-def test_evaluate_scores_an_ensemble_and_says_so(tmp_path, tokenizer):
-    runs = [str(r) for r in train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2))]
+def _tiny_data(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     for split, sents in (("train", TINY_SENTENCES), ("valid", TINY_SENTENCES + [OTHER_SENTENCE]), ("test", [OTHER_SENTENCE])):
         (data / f"{split}.txt").write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in zip(*s)) for s in sents))
+    return data
+
+
+def test_evaluate_scores_an_ensemble_and_says_so(tmp_path, tokenizer):
+    runs = [str(r) for r in train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2))]
+    data = _tiny_data(tmp_path)
     runner = CliRunner()
     res = runner.invoke(main, ["evaluate", "--run", runs[0], "--run", runs[1], "--data", str(data), "--split", "valid"])
     assert res.exit_code == 0, res.output
@@ -76,3 +85,54 @@ def test_evaluate_scores_an_ensemble_and_says_so(tmp_path, tokenizer):
     assert res.output.strip().splitlines()[-1] == f"Error: expected a trained model in {tmp_path / 'none'}, found no tagger.json (is the run finished?)"
     res = runner.invoke(main, ["evaluate", "--data", str(data)])
     assert res.exit_code == 2 and "give --run DIR (one or more) or --bundle DIR, not both and not neither" in res.output
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_an_exported_ensemble_is_one_graph_that_tags_as_the_pytorch_ensemble(tmp_path, tokenizer, tiny_bundles, head):
+    ensemble = EnsembleTagger([make_tiny_model(head, seed=7), make_tiny_model(head, seed=8)]).eval()
+    manifest = build_bundle([tmp_path / "a", tmp_path / "b"], tmp_path / "x2", model=ensemble, tokenizer=tokenizer,
+                            check_sentences=CHECK_SENTENCES, eval_split=("tiny", tiny_sentences(), [True, False]), log=lambda m: None)
+    assert manifest["ensemble"]["members"] == 2 and manifest["source_run"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert manifest["variants"]["opt"]["fused_operators"].get("Attention") == 4  # 2 layers in each of 2 members
+    # Every encoder MatMul of both members is quantized: twice as many as in one tiny model's bundle.
+    assert manifest["variants"]["int8"]["quantized_matmuls"] == 2 * tiny_bundles[head][2]["variants"]["int8"]["quantized_matmuls"]
+    for variant in ("fp32", "opt"):
+        tagger = Tagger(tmp_path / "x2", variant, device="cpu")
+        windows = tagger.encoder.windows(CHECK_SENTENCES)
+        for size in (1, 3, len(windows)):  # traced at batch 2
+            batch = tagger.encoder.collate(windows[:size])
+            with torch.no_grad():
+                ref = ensemble(**to_torch(batch)).numpy()
+            mask = batch.word_mask.astype(bool)
+            np.testing.assert_allclose(tagger.emit(batch)[mask], ref[mask], atol=1e-4, rtol=1e-4)
+        expected = sentence_tagger(ensemble, tagger.encoder).tag(CHECK_SENTENCES)
+        assert [w.labels for w in tagger.tag_words(CHECK_SENTENCES)] == [t.labels for t in expected]
+    if head == "crf":
+        for key in ("transitions", "start", "end"):
+            mean = (ensemble.members[0].decoder_params()[key] + ensemble.members[1].decoder_params()[key]) / 2
+            np.testing.assert_allclose(tagger.decoder.crf[key], mean, atol=1e-6)
+
+
+def test_export_cli_writes_an_ensemble_bundle_and_refuses_runs_that_cannot_join(tmp_path, tokenizer):
+    runs = [str(r) for r in train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2), head="crf")]
+    (softmax,) = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1,))
+    data = _tiny_data(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(main, ["export", "--run", runs[0], "--run", runs[1], "--out", str(tmp_path / "export" / "crf-x2"),
+                               "--data", str(data)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "export" / "crf-x2" / "manifest.json").read_text())
+    assert manifest["ensemble"] == {"members": 2, "combine": "mean emissions and CRF scores"}
+    assert [t["settings"]["data_seed"] for t in manifest["training"]] == [1, 2]
+    assert 0.0 <= manifest["variants"]["fp32"]["f1"]["f1"] <= 1.0
+    empty = tmp_path / "unfinished"
+    empty.mkdir()
+    for bad, message in (
+        ([runs[0], str(softmax)], f"expected every run of an ensemble to have the head of {runs[0]} ('crf'), got 'softmax' in {softmax}"),
+        ([runs[0], str(empty)], f"expected a trained model in {empty}, found no tagger.json (is the run finished?)"),
+    ):
+        res = runner.invoke(main, ["export", "--run", bad[0], "--run", bad[1], "--out", str(tmp_path / "export" / "bad"),
+                                   "--data", str(data)])
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        assert res.output.strip().splitlines()[-1] == f"Error: {message}"
+        assert not (tmp_path / "export" / "bad").exists()

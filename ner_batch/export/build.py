@@ -18,7 +18,10 @@ from ..cpu import cpu_info
 from ..data.conll import Sentence
 from ..encoding import WordEncoder
 from ..evaluation import score
+from ..models.ensemble import EnsembleTagger
 from ..models.tagger import WordTagger, load_model
+from ..training.ensemble import load_ensemble
+from ..training.runs import model_dir
 from ..runtime import bundle as fmt
 from ..runtime.tagger import Tagger
 from .check import ExportCheckError, check_batches, check_export, max_abs_diff
@@ -75,7 +78,7 @@ def calibration_sentences(train: Sequence[Sentence], n: int = 256, joined: int =
 
 
 def build_bundle(
-    run_dir: str | Path,
+    run_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     check_sentences: Sequence[Sequence[str]] | None = None,
@@ -84,20 +87,24 @@ def build_bundle(
     variants: Sequence[str] = VARIANTS,
     tolerance: float = FP32_TOLERANCE,
     log: Callable[[str], None] = print,
-    model: WordTagger | None = None,
+    model: WordTagger | EnsembleTagger | None = None,
     tokenizer=None,
 ) -> dict[str, Any]:
-    """Export ``run_dir`` (a run, or its ``best/``) to a bundle at ``out_dir``.
+    """Export ``run_dir`` (a run, or its ``best/``) to a bundle at ``out_dir``; given several
+    runs, their output ensemble (one graph, one encoder per run; see models/ensemble.py).
 
     ``check_sentences`` feed the export check (default: a few built-in CTI sentences);
     ``calibration`` sentences fix the static int8 scales (default: ``check_sentences``);
     ``eval_split`` = (name, sentences, unseen mask) is scored with every variant.
     """
-    run_dir = Path(run_dir)
-    best = run_dir / "best" if (run_dir / "best").is_dir() else run_dir
+    runs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(r) for r in run_dir]
     if model is None:
-        model, tokenizer = load_model(best)
+        if len(runs) == 1:
+            model, tokenizer = load_model(model_dir(runs[0]))
+        else:
+            model, tokenizer = load_ensemble(runs)
     cfg = model.config
+    encoders = len(model.members) if isinstance(model, EnsembleTagger) else 1
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -107,7 +114,7 @@ def build_bundle(
     encoder = cfg.word_encoder(tokenizer)
     tokenizer.backend_tokenizer.save(str(tmp / fmt.TOKENIZER))
     (tmp / fmt.LABELS).write_text(json.dumps(cfg.labels, indent=1) + "\n")
-    params = model.head.decoder_params()
+    params = model.decoder_params()
     if params:
         (tmp / fmt.CRF).write_text(json.dumps({k: v.tolist() for k, v in params.items()}) + "\n")
 
@@ -127,7 +134,7 @@ def build_bundle(
     log(f"  fp32 check: max |ORT - PyTorch| = {checks['fp32']['max_abs_diff']:.2e}")
     variant_info: dict[str, Any] = {"fp32": {}}
     if "opt" in variants:
-        fused = optimize_fp32(fp32, tmp / fmt.VARIANT_FILES["opt"], cfg.encoder)
+        fused = optimize_fp32(fp32, tmp / fmt.VARIANT_FILES["opt"], cfg.encoder, encoders)
         checks["opt"] = check_export(model, tmp / fmt.VARIANT_FILES["opt"], encoder, batches, tolerance)
         variant_info["opt"] = {"fused_operators": fused}
         log(f"  opt check: max diff {checks['opt']['max_abs_diff']:.2e}; fused {fused}")
@@ -147,7 +154,7 @@ def build_bundle(
         variant_info["int8-dynamic"] = {"quantized_from": fp32.name, "method": "dynamic (activation scales per batch)"}
         log(f"  int8-dynamic: max diff {diff:.3f} (judged by F1)")
     if "fp16" in variants:
-        convert_fp16(fp32, tmp / fmt.VARIANT_FILES["fp16"], cfg.encoder)
+        convert_fp16(fp32, tmp / fmt.VARIANT_FILES["fp16"], cfg.encoder, encoders)
         variant_info["fp16"] = {"device": "cuda"}
         try:
             diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["fp16"], encoder, batches)
@@ -161,7 +168,7 @@ def build_bundle(
         path = tmp / fmt.VARIANT_FILES[name]
         info.update({"file": path.name, "bytes": path.stat().st_size, "export_check": checks[name]["max_abs_diff"],
                      "batch_independent": name in fmt.BATCH_INDEPENDENT})
-    training = _training_summary(run_dir)
+    training = [_training_summary(r) for r in runs]
     manifest: dict[str, Any] = {
         "format": fmt.FORMAT,
         "format_version": fmt.FORMAT_VERSION,
@@ -175,8 +182,10 @@ def build_bundle(
         "lstm": {"hidden": cfg.lstm_hidden, "bidirectional": cfg.lstm_bidirectional} if cfg.head == "crf" else None,
         "decoder": "viterbi" if cfg.head == "crf" else "bio-constrained-viterbi",
         "graph": {"inputs": INPUT_NAMES, "output": OUTPUT_NAME, "opset": OPSET, "emissions": "word-level (B, W, L)"},
-        "source_run": str(run_dir),
-        "training": training,
+        "source_run": str(runs[0]) if len(runs) == 1 else [str(r) for r in runs],
+        "training": training[0] if len(runs) == 1 else training,
+        "ensemble": {"members": encoders, "combine": "mean log-probabilities" if cfg.head == "softmax"
+                     else "mean emissions and CRF scores"} if encoders > 1 else None,
         "export_check": checks,
         "variants": variant_info,
         "files": files,

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..encoding import Batch
+from ..models.ensemble import EnsembleTagger
 from ..models.tagger import WordTagger
 
 INPUT_NAMES = ["input_ids", "attention_mask", "word_index", "word_mask"]
@@ -20,10 +21,14 @@ OUTPUT_NAME = "emissions"
 OPSET = 17
 
 
-def eager_twin(model: WordTagger) -> WordTagger:
+def eager_twin(model: WordTagger | EnsembleTagger) -> WordTagger | EnsembleTagger:
     """The same weights with eager attention: the pattern ONNX Runtime's optimizer fuses
-    (SDPA traces differently, and some encoders pick their attention class at build time)."""
+    (SDPA traces differently, and some encoders pick their attention class at build time).
+    An ensemble gets an eager twin of every member."""
     from transformers import AutoModel
+
+    if isinstance(model, EnsembleTagger):
+        return EnsembleTagger([eager_twin(m) for m in model.members]).eval()
 
     config = copy.deepcopy(model.encoder.config)
     encoder = AutoModel.from_config(config, attn_implementation="eager")
@@ -35,7 +40,7 @@ def eager_twin(model: WordTagger) -> WordTagger:
     return twin.eval()
 
 
-def export_onnx(model: WordTagger, sample: Batch, path: str | Path, opset: int = OPSET) -> Path:
+def export_onnx(model: WordTagger | EnsembleTagger, sample: Batch, path: str | Path, opset: int = OPSET) -> Path:
     """Write ``model``'s forward pass, traced on ``sample``, to ``path``."""
     path = Path(path)
     model = eager_twin(model)

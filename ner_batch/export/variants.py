@@ -15,6 +15,7 @@ the batching (``--token-budget``, ``--max-batch``, ``--shard-docs``, resume).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,26 @@ def _attention_shape(encoder_config: dict[str, Any]) -> tuple[int, int]:
     return int(heads), int(hidden)
 
 
-def _optimizer(fp32: Path, encoder_config: dict[str, Any]):
+def _optimizer(fp32: Path, encoder_config: dict[str, Any], encoders: int = 1):
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     heads, hidden = _attention_shape(encoder_config)  # BERT-like encoders (DistilBERT too) fuse as "bert"
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    options = FusionOptions("bert")
+    # The embedding fusion takes the attention mask over for its encoder; with several encoders
+    # reading one mask (an ensemble) the next one finds it gone (a KeyError in ONNX Runtime's
+    # fusion), so an ensemble keeps its embeddings unfused; attention and the rest fuse as usual.
+    options.enable_embed_layer_norm = encoders == 1
     # opt_level 0: only the Python fusions (attention, layer norm, gelu, skip layer norm);
     # ONNX Runtime applies its own graph optimizations at session start.
-    return optimize_model(str(fp32), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0, use_gpu=False)
+    return optimize_model(str(fp32), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0, use_gpu=False,
+                          optimization_options=options)
 
 
-def optimize_fp32(fp32: Path, out: Path, encoder_config: dict[str, Any]) -> dict[str, int]:
-    """Transformer fusions of ONNX Runtime; returns the fused-operator counts."""
-    model = _optimizer(fp32, encoder_config)
+def optimize_fp32(fp32: Path, out: Path, encoder_config: dict[str, Any], encoders: int = 1) -> dict[str, int]:
+    """Transformer fusions of ONNX Runtime (``encoders``: how many the graph holds); returns the fused-operator counts."""
+    model = _optimizer(fp32, encoder_config, encoders)
     model.save_model_to_file(str(out))
     return {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
 
@@ -57,11 +65,15 @@ def quantize_int8_dynamic(source: Path, out: Path) -> None:
     )
 
 
-def convert_fp16(fp32: Path, out: Path, encoder_config: dict[str, Any]) -> None:
+def convert_fp16(fp32: Path, out: Path, encoder_config: dict[str, Any], encoders: int = 1) -> None:
     """Optimized graph with fp16 weights and compute, fp32 inputs/outputs (for CUDA)."""
-    model = _optimizer(fp32, encoder_config)
+    model = _optimizer(fp32, encoder_config, encoders)
     model.convert_float_to_float16(keep_io_types=True)
     model.save_model_to_file(str(out))
+
+
+#: Node names inside an encoder: ``/encoder/...`` (one model) or ``/members.N/encoder/...`` (an ensemble).
+ENCODER_NODE = re.compile(r"^(/members\.\d+)?/encoder/")
 
 
 def encoder_matmuls(source: Path, *, down_projections: bool = False) -> tuple[list[str], list[str]]:
@@ -83,7 +95,7 @@ def encoder_matmuls(source: Path, *, down_projections: bool = False) -> tuple[li
             continue
         weight = next((shapes[i] for i in node.input if i in shapes and len(shapes[i]) == 2), None)
         down = weight is not None and weight[0] > weight[1]
-        (inside if node.name.startswith("/encoder/") and (down_projections or not down) else outside).append(node.name)
+        (inside if ENCODER_NODE.match(node.name) and (down_projections or not down) else outside).append(node.name)
     return inside, outside
 
 

@@ -57,6 +57,10 @@ class WordTagger(nn.Module):
         """Label ids per real word of each sequence."""
         return self.head.decode(self(**batch), batch["word_mask"])
 
+    def decoder_params(self) -> dict:
+        """The scores the runtime's decoder takes beside the emissions (the CRF's; {} for softmax)."""
+        return self.head.decoder_params()
+
     @torch.no_grad()
     def shift_label(self, label: str, delta: float) -> None:
         """Add ``delta`` to every emission of ``label``, folded into the bias of the head's

@@ -117,7 +117,7 @@ def calibrate_run(
         shifted[..., o] += state["shift"]
         return shifted
 
-    tagger = SentenceTagger(encoder, emit, Decoder(model.config.labels, model.head.decoder_params() or None))
+    tagger = SentenceTagger(encoder, emit, Decoder(model.config.labels, model.decoder_params() or None))
     words = [s.tokens for s in valid_s]
     key = SELECT_SCORES[select]
     entries, results = [], {}

@@ -1,15 +1,10 @@
-"""Output ensembles of trained runs: every model tags the same windows and their emissions are
-averaged before the one decode.
+"""Output ensembles of trained runs (:class:`~ner_batch.models.ensemble.EnsembleTagger`):
+every run's model tags the same windows and their emissions are averaged before the one
+decode (softmax: mean log-probabilities; crf: mean emissions and CRF scores).
 
-* softmax runs: the mean of the models' log-probabilities (a normalised geometric mean of
-  their distributions), decoded with the BIO-constrained Viterbi;
-* crf runs: the mean of the emissions and of the CRF's transition, start and end scores,
-  decoded with Viterbi (the decode of one CRF whose scores are the members' mean).
-
-It costs one model per member at tagging time, so it is a yardstick (what distillation,
-``train --teacher``, tries to move into one model) and not a bundle: ``evaluate --run A
---run B ...`` scores it. Members must share head, labels, markers and window length, so that
-one word encoder serves all of them.
+``evaluate --run A --run B ...`` scores one in PyTorch; ``export --run A --run B ...`` writes
+it as one ONNX graph (a bundle that costs one encoder per run). Runs must share head,
+labels, markers and window length; :func:`load_ensemble` names the first that does not.
 """
 
 from __future__ import annotations
@@ -17,49 +12,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import torch
-
-from ..decode import Decoder, log_softmax
 from ..tagging import SentenceTagger
 from .runs import RunError, model_dir
-from .trainer import to_torch
 
 
-def load_members(paths: Sequence[str | Path]) -> list:
-    """``(model, tokenizer)`` per run (a run directory or its ``best/``), checked to agree on
-    what one word encoder and one decoder need; raises RunError naming the first difference."""
+def load_ensemble(paths: Sequence[str | Path]):
+    """``(EnsembleTagger, tokenizer)`` of the runs at ``paths`` (run directories or their
+    ``best/``); raises RunError naming the first run that cannot share the others' encoder
+    and decoder, or the first that holds no trained model."""
+    from ..models.ensemble import EnsembleTagger, disagreement
     from ..models.tagger import load_model
 
-    members = []
-    for path in paths:
-        model, tokenizer = load_model(model_dir(path))
-        members.append((model.eval(), tokenizer))
-    first = members[0][0].config
-    for (model, _), path in zip(members[1:], paths[1:]):
-        c = model.config
-        for name in ("head", "labels", "shape_markers", "max_length"):
-            if getattr(c, name) != getattr(first, name):
-                raise RunError(f"expected every run of an ensemble to have the {name} of {paths[0]} "
-                               f"({getattr(first, name)!r}), got {getattr(c, name)!r} in {path}")
-    return members
+    loaded = [load_model(model_dir(path)) for path in paths]
+    models = [m.eval() for m, _ in loaded]
+    bad = disagreement(models)
+    if bad is not None:
+        i, name = bad
+        raise RunError(f"expected every run of an ensemble to have the {name} of {paths[0]} "
+                       f"({getattr(models[0].config, name)!r}), got {getattr(models[i].config, name)!r} in {paths[i]}")
+    return EnsembleTagger(models).eval(), loaded[0][1]
 
 
-def ensemble_tagger(members: Sequence) -> SentenceTagger:
-    """One :class:`SentenceTagger` over the members' averaged emissions (see the module)."""
-    models = [m for m, _ in members]
-    config, tokenizer = models[0].config, members[0][1]
+def ensemble_tagger(paths: Sequence[str | Path]) -> SentenceTagger:
+    """The tagging path (windows, stitching, NumPy decode) over the runs' averaged emissions."""
+    from .trainer import sentence_tagger
 
-    @torch.no_grad()
-    def emit(batch):
-        inputs = to_torch(batch)
-        outs = [m(**inputs).float().numpy() for m in models]  # each: (B, W, L)
-        if config.head == "softmax":
-            return np.mean([log_softmax(o) for o in outs], axis=0)  # shape: (B, W, L)
-        return np.mean(outs, axis=0)  # shape: (B, W, L)
-
-    params = None
-    if config.head == "crf":
-        each = [m.head.decoder_params() for m in models]
-        params = {k: np.mean([p[k] for p in each], axis=0) for k in each[0]}
-    return SentenceTagger(config.word_encoder(tokenizer), emit, Decoder(config.labels, params))
+    model, tokenizer = load_ensemble(paths)
+    return sentence_tagger(model, model.config.word_encoder(tokenizer))

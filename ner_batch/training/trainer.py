@@ -180,14 +180,15 @@ def tag_tensor(examples: Sequence[Example], width: int) -> torch.Tensor:
 
 
 def sentence_tagger(model: WordTagger, encoder: WordEncoder) -> SentenceTagger:
-    """The runtime's tagging path (windows, stitching, NumPy decoding) over PyTorch emissions."""
+    """The runtime's tagging path (windows, stitching, NumPy decoding) over PyTorch emissions
+    (of a WordTagger or an EnsembleTagger: the same forward and decoder_params)."""
     model.eval()
 
     @torch.no_grad()
     def emit(batch: Batch) -> np.ndarray:
         return model(**to_torch(batch)).float().numpy()
 
-    return SentenceTagger(encoder, emit, Decoder(model.config.labels, model.head.decoder_params() or None))
+    return SentenceTagger(encoder, emit, Decoder(model.config.labels, model.decoder_params() or None))
 
 
 def predict_tokens(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
