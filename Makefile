@@ -32,7 +32,7 @@ CRF_SEEDS ?= 13 14 15 16
 SOUP_ARGS ?= --recipe uniform
 TRAIN_THREADS ?= 0
 
-.PHONY: install test test-all train train-softmax train-crf export demo bench bench-cuts bench-formats clean
+.PHONY: install test test-all train train-softmax train-crf export export-ensemble demo bench bench-ensembles bench-cuts bench-formats clean
 
 install: $(STAMP)
 
@@ -86,6 +86,21 @@ export: install
 	  else echo "runs/$$m has no trained model: skipping (make train-$$m)"; fi; \
 	done
 
+# A second, named bundle per head in ENSEMBLE_HEADS: the output ensemble of the runs behind its
+# shipped soup (runs/<head>-d<N>), one graph with one encoder per run, so N times the tagging
+# time of export/<head> for its F1 (README "Ensemble bundles"; bench section "ensembles").
+# softmax only by default: the crf ensemble did not pass the selection rule on valid-unseen.
+ENSEMBLE_HEADS ?= softmax
+export-ensemble: install
+	@for m in $(ENSEMBLE_HEADS); do \
+	  seeds="$(SOFTMAX_SEEDS)"; [ $$m = crf ] && seeds="$(CRF_SEEDS)"; runs=""; \
+	  for d in $$seeds; do \
+	    [ -f runs/$$m-d$$d/.done ] || { echo "runs/$$m-d$$d is not trained: make train-$$m first"; exit 1; }; \
+	    runs="$$runs --run runs/$$m-d$$d"; \
+	  done; \
+	  $(VENV)/bin/ner-batch export $$runs --out export/$$m-x$$(echo $$seeds | wc -w) --data $(DATA) || exit 1; \
+	done
+
 # The main job, end to end: a bundle (made if missing), then examples/corpus -> tags.jsonl.
 DEMO_BUNDLE ?= $(firstword $(wildcard export/crf/manifest.json export/softmax/manifest.json export/demo/manifest.json))
 demo: install
@@ -111,6 +126,11 @@ demo: install
 # Throughput side by side with the peers; needs make train + make export. Writes bench/results/latest.{json,md,png}.
 bench: install
 	$(PY) bench/run.py --data $(DATA)
+
+# A named ensemble bundle (make export-ensemble) beside its head's default, interleaved rounds:
+# writes bench/results/ensembles.{json,md} (make bench includes the same section in latest.*).
+bench-ensembles: install
+	$(PY) bench/run.py --data $(DATA) --sections ensembles --stem ensembles
 
 # Issue 8's measurements: int8 (static) vs int8-dynamic speed, F1 whole / unseen / 20 sentences
 # joined, and entity changes under other cuts. Writes bench/results/cuts.{json,md}.

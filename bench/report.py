@@ -100,7 +100,7 @@ def markdown(result: dict[str, Any]) -> str:
         + (" Models: " + ", ".join(f"{h} `{v['run']}` / `{v['bundle']}`" for h, v in result["models"].items()) + "."
            if result.get("models") else ""),
     ]
-    main_rows = [r for r in rows if "sentences_per_s" in r and r["section"] not in ("scaling", "engines", "candidates", "markers")]
+    main_rows = [r for r in rows if "sentences_per_s" in r and r["section"] not in ("scaling", "engines", "candidates", "markers", "ensembles")]
     if main_rows:  # a run of other sections only has none
         lines += ["", "| section | system | precision | sentences/s | word pieces/s | × best peer | test F1 | unseen F1 | F1, fed the words | padding |",
                   "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -155,6 +155,13 @@ def markdown(result: dict[str, Any]) -> str:
                   "| bundle | precision | sentences/s | word pieces | × no markers | test F1 | unseen F1 |", "|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['system']} | {r['precision']} | {r['sentences_per_s']:,.1f} | {r.get('word_pieces', '')} | "
                   f"{r.get('speed_vs_no_markers', '')} | {r['f1']} | {r['unseen_f1']} |" for r in mark]
+    ens = [r for r in rows if r["section"] == "ensembles"]
+    if ens:
+        lines += ["", f"Ensemble bundles (issue 10): each named ensemble bundle beside its head's default bundle, 1 worker, both "
+                  f"warmed, {ens[0].get('rounds', '')} timed rounds interleaved; medians:", "",
+                  "| bundle | precision | sentences/s | word pieces/s | × default | test F1 | unseen F1 |", "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['system']} | {r['precision']} | {r['sentences_per_s']:,.1f} | {r['word_pieces_per_s']:,.0f} | "
+                  f"{r['speed_vs_first']} | {r['f1']} | {r['unseen_f1']} |" for r in ens]
     extra = result.get("extra", {})
     if extra.get("startup_s"):
         lines.append(f"\nStart-up of `ner-batch tag` (process start to exit on one sentence, {extra['startup_s']['variant']}): "
@@ -162,8 +169,9 @@ def markdown(result: dict[str, Any]) -> str:
     for variant, ops in (extra.get("ort_profile_top_ops") or {}).items():
         lines.append(f"\nONNX Runtime profile, {variant} (share of kernel time by operator type): "
                      + ", ".join(f"{op} {v['share']:.0%}" for op, v in ops.items()))
-    lines += ["", "| target | value | goal | met |", "|---|---|---|---|"]
-    lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |" for t in result["targets"]]
+    if result["targets"]:  # a run of some sections only may have none to judge
+        lines += ["", "| target | value | goal | met |", "|---|---|---|---|"]
+        lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |" for t in result["targets"]]
     return "\n".join(lines) + "\n"
 
 
@@ -191,7 +199,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(result: dict[str, Any], out_dir: Path) -> list[Path]:
+def write_report(result: dict[str, Any], out_dir: Path, stem: str = "latest") -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     best = {p: best_peer(result["rows"], p) for p in ("fp32", "int8")}
     result["best_peers"] = {p: b["system"] for p, b in best.items() if b}
@@ -201,7 +209,7 @@ def write_report(result: dict[str, Any], out_dir: Path) -> list[Path]:
             r["ratio"] = round(r["sentences_per_s"] / b["sentences_per_s"], 2)
             r["ratio_vs"] = b["system"]
     result["targets"] = targets(result["rows"], result.get("extra"))
-    paths = [out_dir / "latest.json", out_dir / "latest.md", out_dir / "latest.png"]
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
     paths[0].write_text(json.dumps(result, indent=1) + "\n")
     paths[1].write_text(markdown(result))
     chart(result, paths[2])

@@ -260,42 +260,56 @@ class Bench:
                          decode_share=round((s.seconds_decode + s.seconds_records) / max(s.seconds, 1e-9), 4) if workers == 1 else None)
         return summaries
 
-    def markers(self, data: Data, head: str, plain: Path, marked: Path, rounds: int = 5) -> None:
-        """A head's bundle without and with shape markers, fp32 and int8, 1 worker: both warmed,
-        then ``rounds`` timed rounds interleaved (AB, BA, AB, ...) so that drift of the machine
-        falls on both alike; medians, and the marker bundle's speed as a share of the plain one."""
+    def interleaved(self, data: Data, section: str, sides: dict[str, Path], variant: str, rounds: int = 5) -> dict[str, dict]:
+        """Bundles side by side (``sides``: row name -> bundle), one ``variant``, 1 worker: all warmed,
+        then ``rounds`` timed rounds interleaved (AB, BA, AB, ...) so that drift of the machine falls
+        on all alike; one row each (median), returned by name, with its speed as a share of the first's."""
         from ner_batch.pipeline.run import tag_corpus
 
         corpus, warm = self.timing_files(data)
         rounds = max(rounds, self.args.repeats)
+        outs = {name: self.tmp / f"tags-{section}-{variant}-{k}.jsonl" for k, name in enumerate(sides)}
+
+        def run(name, c=corpus):
+            return tag_corpus([str(c)], sides[name], outs[name], variant=variant, workers=1, progress=False, say=lambda m: None)
+
+        for name in sides:
+            run(name, warm)
+        seconds: dict[str, list[float]] = {name: [] for name in sides}
+        result = {}
+        for k in range(rounds):
+            for name in (list(sides) if k % 2 == 0 else list(sides)[::-1]):
+                t0 = time.perf_counter()
+                result[name] = run(name)
+                seconds[name].append(time.perf_counter() - t0)
+        rows, first = {}, None
+        for name in sides:
+            s = result[name]
+            t = {"median_s": statistics.median(seconds[name]), "runs_s": [round(x, 4) for x in seconds[name]]}
+            f1 = data.f1(tags_from_records(outs[name], len(data.test)))
+            rows[name] = self.row(section, f"{name}, ner-batch {variant}, 1 worker", s.sentences, s.word_pieces, t,
+                                  padding_ratio=round(s.padding_ratio, 4), precision=precision_of(variant),
+                                  word_pieces=s.word_pieces, rounds=rounds, **f1)
+            first = first or rows[name]
+            rows[name]["speed_vs_first"] = round(rows[name]["sentences_per_s"] / first["sentences_per_s"], 3)
+        return rows
+
+    def markers(self, data: Data, head: str, plain: Path, marked: Path) -> None:
+        """A head's bundle without and with shape markers, fp32 and int8 (see :meth:`interleaved`)."""
         for variant in ("fp32", "int8"):
-            sides = {"no markers": plain, "+ shape markers": marked}
-            outs = {name: self.tmp / f"tags-markers-{head}-{variant}-{k}.jsonl" for k, name in enumerate(sides)}
+            rows = self.interleaved(data, "markers", {f"{head} no markers": plain, f"{head} + shape markers": marked}, variant)
+            ratio = rows[f"{head} + shape markers"]["speed_vs_no_markers"] = rows[f"{head} + shape markers"]["speed_vs_first"]
+            log(f"markers   {head} {variant}: with markers at {ratio:.3f} of the plain speed")
 
-            def run(name, c=corpus):
-                return tag_corpus([str(c)], sides[name], outs[name], variant=variant, workers=1, progress=False, say=lambda m: None)
-
-            for name in sides:
-                run(name, warm)
-            seconds: dict[str, list[float]] = {name: [] for name in sides}
-            result = {}
-            for k in range(rounds):
-                for name in (list(sides) if k % 2 == 0 else list(sides)[::-1]):
-                    t0 = time.perf_counter()
-                    result[name] = run(name)
-                    seconds[name].append(time.perf_counter() - t0)
-            speed = {}
-            for name in sides:
-                s = result[name]
-                t = {"median_s": statistics.median(seconds[name]), "runs_s": [round(x, 4) for x in seconds[name]]}
-                speed[name] = s.sentences / t["median_s"]
-                f1 = data.f1(tags_from_records(outs[name], len(data.test)))
-                self.row("markers", f"{head} {name}, ner-batch {variant}, 1 worker", s.sentences, s.word_pieces, t,
-                         padding_ratio=round(s.padding_ratio, 4), precision=precision_of(variant),
-                         word_pieces=s.word_pieces, rounds=rounds, **f1)
-            self.rows[-1]["speed_vs_no_markers"] = round(speed["+ shape markers"] / speed["no markers"], 3)
-            log(f"markers   {head} {variant}: with markers at {self.rows[-1]['speed_vs_no_markers']:.3f} of the plain speed "
-                f"({rounds} interleaved rounds)")
+    def ensembles(self, data: Data, default: Path, ensemble: Path) -> None:
+        """A named ensemble bundle (export/<head>-xN) against the default bundle of its head, fp32
+        (fused) and int8, side by side (see :meth:`interleaved`): what its F1 costs in speed."""
+        members = json.loads((ensemble / "manifest.json").read_text())["ensemble"]["members"]
+        for variant in ("opt", "int8"):
+            rows = self.interleaved(data, "ensembles", {f"{default.name} (default)": default,
+                                                        f"{ensemble.name} (ensemble of {members})": ensemble}, variant)
+            ratio = list(rows.values())[-1]["speed_vs_first"]
+            log(f"ensembles {ensemble.name} {variant}: at {ratio:.3f} of {default.name}'s speed")
 
     def raw_text(self, data: Data, bundle: Path, hf_dir: Path | None) -> None:
         """Raw text end to end, medians like the rest, against its own HF baseline: the
@@ -637,9 +651,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per row (median reported)")
     ap.add_argument("--raw-mb", type=float, default=1.0, help="MB of raw text")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
-    every = ["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines", "startup", "profile", "candidates", "markers"]
+    every = ["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines", "startup", "profile", "candidates", "markers",
+             "ensembles"]
     ap.add_argument("--sections", nargs="+", default=every)
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--stem", default="latest", help="file names of the results: OUT/STEM.{json,md,png}")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -705,6 +721,15 @@ def main(argv=None) -> int:
                 log(f"markers: no {head} bundle pair with and without shape markers; skipped")
                 continue
             bench.markers(data, head, *pair)
+    if "ensembles" in args.sections:
+        # Named ensemble bundles (export/<head>-xN, `make export-ensemble`) against their head's default.
+        for head in ("softmax", "crf"):
+            named = sorted(p.parent for p in export.glob(f"{head}-x*/manifest.json")
+                           if (json.loads(p.read_text()).get("ensemble") or {}).get("members"))
+            if not named:
+                log(f"ensembles: no {head} ensemble bundle (export/{head}-xN); skipped")
+            for ensemble in named:
+                bench.ensembles(data, export / head, ensemble)
 
     from report import write_report
 
@@ -713,7 +738,7 @@ def main(argv=None) -> int:
               "seconds": round(time.time() - started, 1), "timing_corpus": f"DNRTI test x{args.repeat} ({len(data.timing)} sentences)",
               "repeats": args.repeats, "rows": bench.rows, "extra": bench.extra,
               "models": {h: {"run": shown(run_of[h]), "bundle": shown(bundle_of[h])} for h in run_of}}
-    paths = write_report(result, Path(args.out))
+    paths = write_report(result, Path(args.out), args.stem)
     log(f"wrote {', '.join(str(p) for p in paths)} in {time.time() - started:.0f}s")
     return 0
 

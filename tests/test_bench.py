@@ -90,12 +90,13 @@ def test_bench_formats_smoke(tmp_path, tiny_bundles):
 
 
 @pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
-def test_bench_markers_section_pairs_plain_and_marker_bundles(tmp_path, tiny_bundles, tokenizer):
+def test_bench_markers_and_ensembles_sections_time_bundles_side_by_side(tmp_path, tiny_bundles, tokenizer):
     import dataclasses
 
     from conftest import CHECK_SENTENCES, make_tiny_model, tiny_sentences
     from ner_batch.export.build import build_bundle
     from ner_batch.models import build_model
+    from ner_batch.models.ensemble import EnsembleTagger
 
     runs, export = tmp_path / "runs", tmp_path / "export"
     export.mkdir()
@@ -106,9 +107,12 @@ def test_bench_markers_section_pairs_plain_and_marker_bundles(tmp_path, tiny_bun
     marked = build_model(dataclasses.replace(make_tiny_model("softmax", seed=7).config, shape_markers=True), pretrained=False)
     build_bundle(tmp_path / "run-shape", export / "softmax-shape", model=marked, tokenizer=tokenizer,
                  check_sentences=CHECK_SENTENCES, eval_split=("tiny", tiny_sentences(), [True, False]), log=lambda m: None)
+    ensemble = EnsembleTagger([make_tiny_model("softmax", seed=7), make_tiny_model("softmax", seed=8)])
+    build_bundle([tmp_path / "a", tmp_path / "b"], export / "softmax-x2", model=ensemble, tokenizer=tokenizer,
+                 check_sentences=CHECK_SENTENCES, variants=("fp32", "opt", "int8"), log=lambda m: None)
     out = tmp_path / "results"
     cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
-           "--repeat", "1", "--repeats", "1", "--sections", "markers", "--out", str(out)]
+           "--repeat", "1", "--repeats", "1", "--sections", "markers", "ensembles", "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [r for r in json.loads((out / "latest.json").read_text())["rows"] if r["section"] == "markers"]
@@ -118,5 +122,11 @@ def test_bench_markers_section_pairs_plain_and_marker_bundles(tmp_path, tiny_bun
     assert rows[1]["word_pieces"] > rows[0]["word_pieces"] and rows[1]["speed_vs_no_markers"] > 0
     md = (out / "latest.md").read_text()
     assert "| softmax + shape markers, ner-batch int8, 1 worker | int8 |" in md
-    assert "| section | system |" not in md and "Command: `bench/run.py --sections markers`" in md  # a partial run says so
+    assert "| section | system |" not in md and "Command: `bench/run.py --sections markers ensembles`" in md  # a partial run says so
     assert "markers: no crf bundle pair with and without shape markers; skipped" in res.stderr
+    ens = [r for r in json.loads((out / "latest.json").read_text())["rows"] if r["section"] == "ensembles"]
+    assert [r["system"] for r in ens] == [f"{name}, ner-batch {v}, 1 worker" for v in ("opt", "int8")
+                                          for name in ("softmax (default)", "softmax-x2 (ensemble of 2)")]
+    assert ens[0]["speed_vs_first"] == 1.0 and ens[1]["speed_vs_first"] > 0 and len(ens[1]["runs_s"]) == 5
+    assert "| softmax-x2 (ensemble of 2), ner-batch int8, 1 worker | int8 |" in md
+    assert "ensembles: no crf ensemble bundle (export/crf-xN); skipped" in res.stderr
