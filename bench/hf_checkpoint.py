@@ -16,9 +16,10 @@ def write_hf_checkpoint(run_dir: str | Path, out_dir: str | Path) -> Path:
     from transformers import AutoConfig, AutoModelForTokenClassification
 
     from ner_batch.models.tagger import load_model
+    from ner_batch.training.runs import model_dir
 
     run_dir = Path(run_dir)
-    model, tokenizer = load_model(run_dir / "best" if (run_dir / "best").is_dir() else run_dir)
+    model, tokenizer = load_model(model_dir(run_dir))
     if model.config.head != "softmax":
         raise ValueError(f"expected a softmax run, got a {model.config.head} run at {run_dir}")
     labels = model.config.labels

@@ -294,13 +294,13 @@ def _load(directory, split, strict):
 def _predict_runs(run_dirs: list[Path], tokens):
     from .models.tagger import load_model
     from .training.ensemble import ensemble_tagger
+    from .training.runs import model_dir
     from .training.trainer import predict_tokens
 
     try:
         if len(run_dirs) > 1:
             return [t.labels for t in ensemble_tagger(run_dirs).tag(tokens)]
-        best = run_dirs[0] / "best" if (run_dirs[0] / "best").is_dir() else run_dirs[0]
-        model, tokenizer = load_model(best)
+        model, tokenizer = load_model(model_dir(run_dirs[0]))
     except (FileNotFoundError, ValueError) as exc:  # RunError is a ValueError
         raise click.ClickException(str(exc)) from None
     return predict_tokens(model, model.config.word_encoder(tokenizer), tokens)

@@ -34,7 +34,7 @@ from ..tagging import SentenceTagger
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
-from .runs import SELECT_SCORES
+from .runs import SELECT_SCORES, model_dir
 
 
 @dataclasses.dataclass
@@ -205,8 +205,7 @@ def load_init(settings: TrainSettings) -> tuple[WordTagger, Any]:
     against the settings that define a model, so that a run never silently trains another."""
     from ..models.tagger import load_model
 
-    path = Path(settings.init)
-    best = path / "best" if (path / "best").is_dir() else path
+    best = model_dir(settings.init)
     model, tokenizer = load_model(best)
     c = model.config
     for name, wanted, found in (("--head", settings.head, c.head), ("--shape-markers", settings.shape_markers, c.shape_markers),
