@@ -197,7 +197,7 @@ def calibrate(run_dir, out_dir, data, grid, select, threads) -> None:
 @main.command()
 @click.option("--run", "run_dirs", type=click.Path(file_okay=False), multiple=True,
               help="Training run directory (uses RUN/best). Repeat it to score the output ensemble of the runs "
-                   "(their emissions averaged; one model per run at tagging time, so a yardstick, not a bundle).")
+                   "(their emissions averaged, in PyTorch; `export --run A --run B ...` makes it a bundle).")
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False), default=None,
               help="Exported model bundle (export/NAME); needs no torch.")
 @click.option("--variant", type=click.Choice(VARIANTS), default="fp32", show_default=True, help=_variant_help())
