@@ -87,18 +87,25 @@ export: install
 	done
 
 # A second, named bundle per head in ENSEMBLE_HEADS: the output ensemble of the runs behind its
-# shipped soup (runs/<head>-d<N>), one graph with one encoder per run, so N times the tagging
-# time of export/<head> for its F1 (README "Ensemble bundles"; bench section "ensembles").
-# softmax only by default: the crf ensemble did not pass the selection rule on valid-unseen.
+# shipped soup (runs/<head>-d<N>), calibrated on valid as one model (ner-batch calibrate RUN...
+# -> runs/<head>-xN), exported as one graph with one encoder per run: N times the tagging time of
+# export/<head> for its F1 (README "Ensemble bundles"; bench section "ensembles"). softmax only by
+# default: the crf ensemble did not pass the selection rule on valid-unseen. Not re-made if there.
 ENSEMBLE_HEADS ?= softmax
 export-ensemble: install
 	@for m in $(ENSEMBLE_HEADS); do \
 	  seeds="$(SOFTMAX_SEEDS)"; [ $$m = crf ] && seeds="$(CRF_SEEDS)"; runs=""; \
 	  for d in $$seeds; do \
 	    [ -f runs/$$m-d$$d/.done ] || { echo "runs/$$m-d$$d is not trained: make train-$$m first"; exit 1; }; \
-	    runs="$$runs --run runs/$$m-d$$d"; \
+	    runs="$$runs runs/$$m-d$$d"; \
 	  done; \
-	  $(VENV)/bin/ner-batch export $$runs --out export/$$m-x$$(echo $$seeds | wc -w) --data $(DATA) || exit 1; \
+	  x=$$m-x$$(echo $$seeds | wc -w); \
+	  if [ ! -f runs/$$x/metrics.json ]; then \
+	    rm -rf runs/$$x.tmp; \
+	    $(VENV)/bin/ner-batch calibrate $$runs --out runs/$$x.tmp --data $(DATA) --threads $(TRAIN_THREADS) || exit 1; \
+	    mv runs/$$x.tmp runs/$$x; \
+	  fi; \
+	  $(VENV)/bin/ner-batch export --run runs/$$x --out export/$$x --data $(DATA) || exit 1; \
 	done
 
 # The main job, end to end: a bundle (made if missing), then examples/corpus -> tags.jsonl.

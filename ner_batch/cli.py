@@ -166,7 +166,7 @@ def soup(run_dirs, out_dir, data, recipe, select, threads) -> None:
 
 
 @main.command()
-@click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+@click.argument("run_dirs", metavar="RUN...", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Run directory for the calibrated model, e.g. runs/crf-cal (export it like any run).")
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
@@ -175,13 +175,15 @@ def soup(run_dirs, out_dir, data, recipe, select, threads) -> None:
 @click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid", show_default=True,
               help="The valid score that picks the shift.")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
-def calibrate(run_dir, out_dir, data, grid, select, threads) -> None:
+def calibrate(run_dirs, out_dir, data, grid, select, threads) -> None:
     """Shift a trained model's 'O' emission by the amount that scores best on valid, folded
     into the output layer's bias: the balance between missed and spurious entities, set on
     valid; the graph, size and speed stay as they are.
 
     RUN is a finished run or soup. Writes OUT/best and OUT/metrics.json (every shift's valid
     scores, the chosen one's valid and test scores). Test is scored once, on the result.
+    Several RUNs: their output ensemble is calibrated, and OUT/best holds it (every member
+    shifted alike); `export --run OUT` makes it one bundle (one encoder per run).
     """
     from .training.calibrate import calibrate_run, parse_grid
 
@@ -189,7 +191,7 @@ def calibrate(run_dir, out_dir, data, grid, select, threads) -> None:
         shifts = parse_grid(grid)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--grid") from None
-    result = _model_job(threads, lambda: calibrate_run(run_dir, out_dir, data, grid=shifts, select=select,
+    result = _model_job(threads, lambda: calibrate_run(list(run_dirs), out_dir, data, grid=shifts, select=select,
                                                        log=lambda m: click.echo(m, err=True)))
     click.echo(json.dumps({"shift": result["settings"]["calibrate"]["shift"], "wall_seconds": result["wall_seconds"]}))
 
@@ -232,7 +234,7 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     if bool(run_dirs) == (bundle_dir is not None):
         raise click.UsageError("give --run DIR (one or more) or --bundle DIR, not both and not neither")
     if run_dirs:
-        pred = _predict_runs([Path(r) for r in run_dirs], joined)
+        pred, known = _predict_runs([Path(r) for r in run_dirs], joined)
         source = f"run {run_dirs[0]}" if len(run_dirs) == 1 else f"ensemble of {len(run_dirs)} runs ({', '.join(run_dirs)})"
     else:
         from .cpu import cpu_info, describe
@@ -244,17 +246,13 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     pred = [[next(flat) for _ in s] for s in tokens]  # back to one list per sentence
     if join > 1:
         source += f", {join} sentences per sequence"
-    known = set(tagger.labels) if bundle_dir is not None else None
+    if bundle_dir is not None:
+        known = set(tagger.labels)
     gold = [s.labels for s in sents]
     result = {"split": split, "join": join, **score(gold, pred, unseen_mask(sents, train_sents))}
     if split != "train":
         known_names = mention_texts([s.labels for s in train_sents], [s.tokens for s in train_sents])
         result["new_names"] = new_name_recall(gold, pred, tokens, known_names)
-    if known is None:
-        from .models.config import TaggerConfig
-        from .training.runs import model_dir
-
-        known = set(TaggerConfig.load(model_dir(run_dirs[0])).labels)
     unknown = sorted({lab for s in sents for lab in s.labels} - known)
     if unknown:  # counted as misses: say so rather than score quietly low
         result["unknown_gold_labels"] = unknown
@@ -292,6 +290,8 @@ def _load(directory, split, strict):
 
 
 def _predict_runs(run_dirs: list[Path], tokens):
+    """Labels of every sequence of ``tokens`` from one run (or saved ensemble), or the output
+    ensemble of several; and the labels the model knows."""
     from .models.tagger import load_model
     from .training.ensemble import ensemble_tagger
     from .training.runs import model_dir
@@ -299,11 +299,12 @@ def _predict_runs(run_dirs: list[Path], tokens):
 
     try:
         if len(run_dirs) > 1:
-            return [t.labels for t in ensemble_tagger(run_dirs).tag(tokens)]
+            tagger = ensemble_tagger(run_dirs)
+            return [t.labels for t in tagger.tag(tokens)], set(tagger.labels)
         model, tokenizer = load_model(model_dir(run_dirs[0]))
     except (FileNotFoundError, ValueError) as exc:  # RunError is a ValueError
         raise click.ClickException(str(exc)) from None
-    return predict_tokens(model, model.config.word_encoder(tokenizer), tokens)
+    return predict_tokens(model, model.config.word_encoder(tokenizer), tokens), set(model.config.labels)
 
 
 def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):

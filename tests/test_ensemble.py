@@ -136,3 +136,79 @@ def test_export_cli_writes_an_ensemble_bundle_and_refuses_runs_that_cannot_join(
         assert res.exit_code == 1 and "Traceback" not in res.output
         assert res.output.strip().splitlines()[-1] == f"Error: {message}"
         assert not (tmp_path / "export" / "bad").exists()
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_a_saved_ensemble_loads_as_one_model_with_the_same_emissions(tmp_path, tokenizer, word_encoder, head):
+    ensemble = EnsembleTagger([make_tiny_model(head, seed=7), make_tiny_model(head, seed=8)]).eval()
+    ensemble.save(tmp_path / "x2", tokenizer)
+    loaded, tok = load_model(tmp_path / "x2")
+    assert isinstance(loaded, EnsembleTagger) and len(loaded.members) == 2 and tok is not None
+    batch = to_torch(word_encoder.collate(word_encoder.windows(WORDS)))
+    with torch.no_grad():
+        assert torch.allclose(loaded(**batch), ensemble(**batch), atol=1e-6)
+    # An ensemble among members gives its own members: three models, averaged equally.
+    three = EnsembleTagger([loaded, make_tiny_model(head, seed=9)])
+    assert len(three.members) == 3
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_calibrating_several_runs_shifts_their_ensemble_and_saves_it(tmp_path, tokenizer, head):
+    from ner_batch.decode import Decoder
+    from ner_batch.tagging import SentenceTagger
+    from ner_batch.training.calibrate import calibrate_run
+    from ner_batch.training.runs import format_runs, run_row
+
+    runs = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2), head=head)
+    result = calibrate_run(runs, tmp_path / "x2", grid=(0.0, 0.5, 1.0), splits=tiny_splits(), log=lambda _: None)
+    shift = result["settings"]["calibrate"]["shift"]
+    assert result["settings"]["ensemble"]["runs"] == [str(r) for r in runs]
+    saved, tok = load_model(tmp_path / "x2" / "best")
+    assert isinstance(saved, EnsembleTagger) and len(saved.members) == 2
+    # The saved ensemble tags as the runs' ensemble with the shift added to its output.
+    plain, _ = load_ensemble(runs)
+    enc = plain.config.word_encoder(tok)
+
+    @torch.no_grad()
+    def shifted(batch):
+        out = plain(**to_torch(batch)).numpy()  # shape: (B, W, L)
+        out[..., plain.config.labels.index("O")] += shift
+        return out
+
+    expected = SentenceTagger(enc, shifted, Decoder(plain.config.labels, plain.decoder_params() or None)).tag(WORDS)
+    got = sentence_tagger(saved, enc).tag(WORDS)
+    assert [t.labels for t in got] == [t.labels for t in expected]
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)  # confidences too (softmax: a per-word constant cancels)
+    assert "ensemble of 2 runs of 2" in format_runs([run_row(tmp_path / "x2")])
+
+
+def test_cli_calibrates_an_ensemble_that_evaluate_and_export_take_as_one_run(tmp_path, tokenizer):
+    runs = [str(r) for r in train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2))]
+    data = _tiny_data(tmp_path)
+    runner = CliRunner()
+    x2 = str(tmp_path / "runs" / "softmax-x2")
+    res = runner.invoke(main, ["calibrate", *runs, "--out", x2, "--data", str(data), "--grid", "0,1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["evaluate", "--run", x2, "--data", str(data), "--split", "valid", "--json"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "runs" / "softmax-x2" / "metrics.json").read_text())
+    assert json.loads(res.output.strip().splitlines()[-1])["f1"] == metrics["valid"]["f1"]
+    res = runner.invoke(main, ["export", "--run", x2, "--out", str(tmp_path / "export" / "softmax-x2"), "--data", str(data)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "export" / "softmax-x2" / "manifest.json").read_text())
+    assert manifest["ensemble"]["members"] == 2 and manifest["source_run"] == x2
+    assert manifest["training"]["valid_f1"] == metrics["valid"]["f1"]
+    # An ensemble cannot start a training, and a broken ensemble.json is one line.
+    res = runner.invoke(main, ["train", "--init", x2, "--data", str(data), "--out", str(tmp_path / "runs" / "from-x2")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().splitlines()[-1] == (f"Error: expected one trained model for --init, got an ensemble in "
+                                                   f"{tmp_path / 'runs' / 'softmax-x2' / 'best'}: give one of its runs")
+    broken = tmp_path / "runs" / "softmax-x2" / "best" / "ensemble.json"
+    for text in ('{"members": ["../elsewhere"]}', "not json", '{"members": []}'):
+        broken.write_text(text)
+        res = runner.invoke(main, ["evaluate", "--run", x2, "--data", str(data)])
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert res.output.strip().splitlines()[-1].startswith(f"Error: {broken}: expected a JSON object with a list of 'members'"
+                                                              if text == "not json" else
+                                                              f"Error: {broken}: expected 'members' to be a non-empty list")

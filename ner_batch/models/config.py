@@ -11,6 +11,8 @@ from ..labels import validate_labels
 
 HEADS = ("softmax", "crf")
 CONFIG_FILE = "tagger.json"
+#: Beside no tagger.json, it makes a model directory an ensemble of saved taggers (models/ensemble.py).
+ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclasses.dataclass

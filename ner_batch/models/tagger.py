@@ -103,11 +103,17 @@ def build_model(config: TaggerConfig, *, pretrained: bool = True) -> WordTagger:
 
 
 def load_model(directory: str | Path) -> tuple[WordTagger, object]:
-    """A saved tagger and its tokenizer, from a training run's ``best/`` directory."""
+    """A saved tagger and its tokenizer, from a training run's ``best/`` directory (an
+    :class:`~ner_batch.models.ensemble.EnsembleTagger` where the directory holds an ensemble)."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
+    from .config import ENSEMBLE_FILE
+    from .ensemble import load_ensemble_dir
+
     directory = Path(directory)
+    if (directory / ENSEMBLE_FILE).is_file():
+        return load_ensemble_dir(directory)
     config = TaggerConfig.load(directory)
     model = build_model(config, pretrained=False)
     weights = directory / WEIGHTS_FILE

@@ -55,7 +55,7 @@ def _choose(entries: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def calibrate_run(
-    run: str | Path,
+    run: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     data: str | Path | None = None,
     *,
@@ -66,29 +66,41 @@ def calibrate_run(
 ) -> dict[str, Any]:
     """Choose the "O" shift of the finished run ``run`` on valid, write the shifted model to
     ``out_dir/best`` and ``out_dir/metrics.json`` (every shift's valid scores, the chosen
-    one's valid and test scores). ``splits`` overrides the DNRTI files (tests)."""
+    one's valid and test scores). ``splits`` overrides the DNRTI files (tests).
+
+    Given several runs, the shift is chosen for their output ensemble (the shift added to its
+    averaged emissions), and ``out_dir/best`` is the ensemble with every member shifted by it
+    (models/ensemble.py): a model directory that ``export`` and ``evaluate`` take like a run's."""
     import torch
 
     from ..data.dnrti import load_split
     from ..decode import Decoder
     from ..models.tagger import load_model
     from ..tagging import SentenceTagger
+    from .ensemble import load_ensemble
     from .trainer import _valid_entry, save_and_score, score_predictions, to_torch, write_metrics
 
     if select not in SELECT_SCORES:
         raise ValueError(f"expected --select to be one of {', '.join(SELECT_SCORES)}, got {select!r}")
     if not grid:
         raise ValueError("expected at least one shift in --grid, got none")
-    run, out = Path(run), Path(out_dir)
-    if out.resolve() == run.resolve():
-        raise RunError(f"expected --out other than the run itself ({run}): the calibrated model is a new run")
+    runs = [Path(run)] if isinstance(run, (str, Path)) else [Path(r) for r in run]
+    if not runs:
+        raise RunError("expected a run to calibrate, got none")
+    run, out = runs[0], Path(out_dir)
+    for r in runs:
+        if out.resolve() == r.resolve():
+            raise RunError(f"expected --out other than the run itself ({r}): the calibrated model is a new run")
     started = time.time()
-    metrics = read_metrics(run)
-    if "valid" not in metrics:
-        raise RunError(f"expected a finished run in {run}, found one without final scores (still training, or stopped?)")
-    model, tokenizer = load_model(run / "best")
-    if metrics["settings"].get("calibrate"):
-        log(f"note: {run} is calibrated already (O {metrics['settings']['calibrate']['shift']:+.2f}); shifts add up")
+    each = [read_metrics(r) for r in runs]
+    for r, m in zip(runs, each):
+        if "valid" not in m:
+            raise RunError(f"expected a finished run in {r}, found one without final scores (still training, or stopped?)")
+    metrics = each[0]
+    model, tokenizer = load_model(run / "best") if len(runs) == 1 else load_ensemble(runs)
+    for r, m in zip(runs, each):
+        if m["settings"].get("calibrate"):
+            log(f"note: {r} is calibrated already (O {m['settings']['calibrate']['shift']:+.2f}); shifts add up")
     if splits is None:
         splits = {name: load_split(data, name)[0] for name in ("train", "valid", "test")}
     train_s, valid_s = splits["train"], splits["valid"]
@@ -139,12 +151,16 @@ def calibrate_run(
     earlier = (settings.get("calibrate") or {}).get("shift", 0.0)
     settings["calibrate"] = {"label": LABEL, "shift": earlier + chosen["shift"], "select": select,
                              "grid": sorted(float(g) for g in grid), "run": str(run)}
+    if len(runs) > 1:  # the shift of the ensemble's output; each member's own earlier shift is kept beside it
+        settings["calibrate"].update(run=None, shift=chosen["shift"])
+        settings["ensemble"] = {"runs": [str(r) for r in runs],
+                                "earlier_shifts": [(m["settings"].get("calibrate") or {}).get("shift", 0.0) for m in each]}
     result = {
         "settings": settings,
         "epochs": [],
         "best_epoch": metrics.get("best_epoch"),
         "calibration": entries,
-        "wall_seconds": round(time.time() - started + metrics.get("wall_seconds", 0.0), 1),
+        "wall_seconds": round(time.time() - started + sum(m.get("wall_seconds", 0.0) for m in each), 1),
         **final,
     }
     if "ingredients" in metrics:

@@ -26,11 +26,11 @@ class RunError(ValueError):
 def model_dir(path: str | Path, role: str = "") -> Path:
     """The trained model of a run directory (its ``best/``) or the model directory itself,
     checked to hold one; raises RunError otherwise (``role``, e.g. " for --teacher", says why it was wanted)."""
-    from ..models.config import CONFIG_FILE
+    from ..models.config import CONFIG_FILE, ENSEMBLE_FILE
 
     path = Path(path)
     best = path / "best" if (path / "best").is_dir() else path
-    if not (best / CONFIG_FILE).is_file():
+    if not (best / CONFIG_FILE).is_file() and not (best / ENSEMBLE_FILE).is_file():
         raise RunError(f"expected a trained model in {best}{role}, found no {CONFIG_FILE} (is the run finished?)")
     return best
 
@@ -76,6 +76,8 @@ def run_row(run: str | Path) -> dict[str, Any]:
     soup, calibrated = s.get("soup"), s.get("calibrate")
     if soup:
         row["soup"] = len(soup.get("runs", []))
+    if s.get("ensemble"):
+        row["ensemble"] = len(s["ensemble"].get("runs", []))
     if calibrated:
         row["calibrate"] = calibrated.get("shift")
     if soup or calibrated:  # `ner-batch soup` / `calibrate`: no epochs of their own; the valid scores are the final model's
@@ -106,7 +108,9 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
              "| test new-name recall | wall min |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        if r.get("soup"):
+        if r.get("ensemble"):
+            done = f"ensemble of {r['ensemble']} runs of {r['epochs']}"
+        elif r.get("soup"):
             done = f"soup of {r['soup']} runs of {r['epochs']}"
         elif r["finished"]:
             done = f"{r['epochs']} ({cell(r['best_epoch'])})"

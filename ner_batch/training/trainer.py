@@ -207,6 +207,8 @@ def load_init(settings: TrainSettings) -> tuple[WordTagger, Any]:
 
     best = model_dir(settings.init)
     model, tokenizer = load_model(best)
+    if not isinstance(model, WordTagger):
+        raise InitError(f"expected one trained model for --init, got an ensemble in {best}: give one of its runs")
     c = model.config
     for name, wanted, found in (("--head", settings.head, c.head), ("--shape-markers", settings.shape_markers, c.shape_markers),
                                 ("--max-length", settings.max_length, c.max_length)):
