@@ -83,6 +83,16 @@ def targets(rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> 
     return out
 
 
+def _interleaved_table(rows: list[dict[str, Any]], what: str, ratio: str) -> list[str]:
+    """Lines of a table of bundles timed side by side (bench/run.py ``interleaved``); none without rows."""
+    if not rows:
+        return []
+    lines = ["", f"{what}, 1 worker, all warmed, {rows[0].get('rounds', '')} timed rounds interleaved; medians:", "",
+             f"| bundle | precision | sentences/s | word pieces/s | × {ratio} | test F1 | unseen F1 |", "|---|---|---:|---:|---:|---:|---:|"]
+    return lines + [f"| {r['system']} | {r['precision']} | {r['sentences_per_s']:,.1f} | {r['word_pieces_per_s']:,.0f} | "
+                    f"{r.get('speed_vs_first', r.get('speed_vs_no_markers', ''))} | {r['f1']} | {r['unseen_f1']} |" for r in rows]
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     m = result["machine"]
@@ -148,20 +158,11 @@ def markdown(result: dict[str, Any]) -> str:
                   "| candidate | precision | sentences/s | word pieces/s | × default | test F1 | unseen F1 |", "|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['system']} | {r['precision']} | {r['sentences_per_s']:,.1f} | {r['pieces_per_s']:,.0f} | {r['vs_default']} | "
                   f"{r['f1']} | {r['unseen_f1']} |" for r in cand]
-    mark = [r for r in rows if r["section"] == "markers"]
-    if mark:
-        lines += ["", f"Shape markers (issue 10): each head's bundle without and with markers, 1 worker, both warmed, "
-                  f"{mark[0].get('rounds', '')} timed rounds interleaved; medians:", "",
-                  "| bundle | precision | sentences/s | word pieces | × no markers | test F1 | unseen F1 |", "|---|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['system']} | {r['precision']} | {r['sentences_per_s']:,.1f} | {r.get('word_pieces', '')} | "
-                  f"{r.get('speed_vs_no_markers', '')} | {r['f1']} | {r['unseen_f1']} |" for r in mark]
-    ens = [r for r in rows if r["section"] == "ensembles"]
-    if ens:
-        lines += ["", f"Ensemble bundles (issue 10): each named ensemble bundle beside its head's default bundle, 1 worker, both "
-                  f"warmed, {ens[0].get('rounds', '')} timed rounds interleaved; medians:", "",
-                  "| bundle | precision | sentences/s | word pieces/s | × default | test F1 | unseen F1 |", "|---|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['system']} | {r['precision']} | {r['sentences_per_s']:,.1f} | {r['word_pieces_per_s']:,.0f} | "
-                  f"{r['speed_vs_first']} | {r['f1']} | {r['unseen_f1']} |" for r in ens]
+    for section, what, ratio in (
+        ("markers", "Shape markers (issue 10): each head's bundle without and with markers", "no markers"),
+        ("ensembles", "Ensemble bundles (issue 10): each named ensemble bundle beside its head's default bundle", "default"),
+    ):
+        lines += _interleaved_table([r for r in rows if r["section"] == section], what, ratio)
     extra = result.get("extra", {})
     if extra.get("startup_s"):
         lines.append(f"\nStart-up of `ner-batch tag` (process start to exit on one sentence, {extra['startup_s']['variant']}): "
