@@ -13,9 +13,12 @@ precision measured in the same run, and that configuration's F1 on DNRTI test):
 * the CRF model: PyTorch + pytorch-crf's decode against ner-batch;
 * decoding alone: NumPy Viterbi against pytorch-crf's decode at batch 1, 32, 256;
 * the roofline: measured fp32 matmul GFLOP/s turned into the encoder's compute-bound tokens/s;
-* scaling: throughput and peak RSS at 1x, 10x and 100x corpus size, and the padding ratio.
+* scaling: throughput and peak RSS at 1x, 10x and 100x corpus size, and the padding ratio;
+* markers and ensembles: bundles side by side in interleaved rounds (with and without shape
+  markers; each named ensemble bundle ``export/<head>-xN`` against its head's default).
 
-Writes ``bench/results/latest.json``, ``latest.md`` and ``latest.png``.
+Writes ``bench/results/latest.json``, ``latest.md`` and ``latest.png`` (``--stem`` other names:
+``make bench-ensembles`` writes ``ensembles.*``).
 """
 
 from __future__ import annotations
