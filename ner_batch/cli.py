@@ -292,16 +292,11 @@ def _load(directory, split, strict):
 def _predict_runs(run_dirs: list[Path], tokens):
     """Labels of every sequence of ``tokens`` from one run (or saved ensemble), or the output
     ensemble of several; and the labels the model knows."""
-    from .models.tagger import load_model
-    from .training.ensemble import ensemble_tagger
-    from .training.runs import model_dir
+    from .training.ensemble import load_runs
     from .training.trainer import predict_tokens
 
     try:
-        if len(run_dirs) > 1:
-            tagger = ensemble_tagger(run_dirs)
-            return [t.labels for t in tagger.tag(tokens)], set(tagger.labels)
-        model, tokenizer = load_model(model_dir(run_dirs[0]))
+        model, tokenizer = load_runs(run_dirs)
     except (FileNotFoundError, ValueError) as exc:  # RunError is a ValueError
         raise click.ClickException(str(exc)) from None
     return predict_tokens(model, model.config.word_encoder(tokenizer), tokens), set(model.config.labels)
@@ -544,7 +539,7 @@ def export_cmd(run_dirs, out_dir, data, no_eval, tolerance) -> None:
     """
     from .data.dnrti import data_dir, load_split, unseen_mask
     from .export.build import ExportCheckError, build_bundle, calibration_sentences
-    from .training.runs import RunError
+    from .training.ensemble import load_runs
 
     check, calibration, eval_split = None, None, None
     try:
@@ -562,9 +557,13 @@ def export_cmd(run_dirs, out_dir, data, no_eval, tolerance) -> None:
             test_s, _ = load_split(directory, "test")
             eval_split = ("test", test_s, unseen_mask(test_s, train_s))
     try:
+        model, tokenizer = load_runs(run_dirs)
+    except (FileNotFoundError, ValueError) as exc:  # RunError is a ValueError; so are weights that do not fit
+        raise click.ClickException(str(exc)) from None
+    try:
         manifest = build_bundle(list(run_dirs), out_dir, check_sentences=check, calibration=calibration, eval_split=eval_split,
-                                tolerance=tolerance, log=lambda m: click.echo(m, err=True))
-    except (ExportCheckError, RunError) as exc:
+                                tolerance=tolerance, log=lambda m: click.echo(m, err=True), model=model, tokenizer=tokenizer)
+    except ExportCheckError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"bundle": out_dir, "variants": {k: v.get("f1", {}).get("f1") for k, v in manifest["variants"].items()}}))
 

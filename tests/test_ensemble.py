@@ -212,3 +212,21 @@ def test_cli_calibrates_an_ensemble_that_evaluate_and_export_take_as_one_run(tmp
         assert res.output.strip().splitlines()[-1].startswith(f"Error: {broken}: expected a JSON object with a list of 'members'"
                                                               if text == "not json" else
                                                               f"Error: {broken}: expected 'members' to be a non-empty list")
+
+
+def test_a_saved_ensemble_whose_members_disagree_is_one_line_for_export_and_evaluate(tmp_path, tokenizer):
+    import shutil
+
+    runs = tmp_path / "runs"
+    EnsembleTagger([make_tiny_model("softmax", seed=7), make_tiny_model("softmax", seed=8)]).save(runs / "x2" / "best", tokenizer)
+    shutil.rmtree(runs / "x2" / "best" / "member-1")
+    make_tiny_model("crf", seed=8).save(runs / "x2" / "best" / "member-1", tokenizer)  # replaced by hand: another head
+    data = _tiny_data(tmp_path)
+    runner = CliRunner()
+    message = "Error: expected every model of an ensemble to have the head of model 0 ('softmax'), got 'crf' in model 1"
+    for args in (["export", "--run", str(runs / "x2"), "--out", str(tmp_path / "export" / "x2")],
+                 ["evaluate", "--run", str(runs / "x2")]):
+        res = runner.invoke(main, args + ["--data", str(data)])
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert res.output.strip().splitlines()[-1] == message
+    assert not (tmp_path / "export" / "x2").exists()

@@ -19,9 +19,8 @@ from ..data.conll import Sentence
 from ..encoding import WordEncoder
 from ..evaluation import score
 from ..models.ensemble import EnsembleTagger
-from ..models.tagger import WordTagger, load_model
-from ..training.ensemble import load_ensemble
-from ..training.runs import model_dir
+from ..models.tagger import WordTagger
+from ..training.ensemble import load_runs
 from ..runtime import bundle as fmt
 from ..runtime.tagger import Tagger
 from .check import ExportCheckError, check_batches, check_export, max_abs_diff
@@ -99,10 +98,7 @@ def build_bundle(
     """
     runs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(r) for r in run_dir]
     if model is None:
-        if len(runs) == 1:
-            model, tokenizer = load_model(model_dir(runs[0]))
-        else:
-            model, tokenizer = load_ensemble(runs)
+        model, tokenizer = load_runs(runs)
     cfg = model.config
     encoders = len(model.members) if isinstance(model, EnsembleTagger) else 1
     out_dir = Path(out_dir)

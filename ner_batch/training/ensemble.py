@@ -33,9 +33,20 @@ def load_ensemble(paths: Sequence[str | Path]):
     return EnsembleTagger(models).eval(), loaded[0][1]
 
 
+def load_runs(paths: Sequence[str | Path]):
+    """``(model, tokenizer)``: the model of one run (a WordTagger, or an ensemble that
+    ``calibrate RUN...`` saved), or the output ensemble of several runs. Raises RunError
+    (a ValueError) or FileNotFoundError with one line on what is wrong."""
+    from ..models.tagger import load_model
+
+    if len(paths) == 1:
+        return load_model(model_dir(paths[0]))
+    return load_ensemble(paths)
+
+
 def ensemble_tagger(paths: Sequence[str | Path]) -> SentenceTagger:
     """The tagging path (windows, stitching, NumPy decode) over the runs' averaged emissions."""
     from .trainer import sentence_tagger
 
-    model, tokenizer = load_ensemble(paths)
+    model, tokenizer = load_runs(paths)
     return sentence_tagger(model, model.config.word_encoder(tokenizer))
