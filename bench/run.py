@@ -304,10 +304,9 @@ class Bench:
             ratio = rows[f"{head} + shape markers"]["speed_vs_no_markers"] = rows[f"{head} + shape markers"]["speed_vs_first"]
             log(f"markers   {head} {variant}: with markers at {ratio:.3f} of the plain speed")
 
-    def ensembles(self, data: Data, default: Path, ensemble: Path) -> None:
-        """A named ensemble bundle (export/<head>-xN) against the default bundle of its head, fp32
-        (fused) and int8, side by side (see :meth:`interleaved`): what its F1 costs in speed."""
-        members = json.loads((ensemble / "manifest.json").read_text())["ensemble"]["members"]
+    def ensembles(self, data: Data, default: Path, ensemble: Path, members: int) -> None:
+        """A named ensemble bundle (export/<head>-xN, of ``members`` models) against the default bundle
+        of its head, fp32 (fused) and int8, side by side (see :meth:`interleaved`): what its F1 costs in speed."""
         for variant in ("opt", "int8"):
             rows = self.interleaved(data, "ensembles", {f"{default.name} (default)": default,
                                                         f"{ensemble.name} (ensemble of {members})": ensemble}, variant)
@@ -727,12 +726,13 @@ def main(argv=None) -> int:
     if "ensembles" in args.sections:
         # Named ensemble bundles (export/<head>-xN, `make export-ensemble`) against their head's default.
         for head in ("softmax", "crf"):
-            named = sorted(p.parent for p in export.glob(f"{head}-x*/manifest.json")
-                           if (json.loads(p.read_text()).get("ensemble") or {}).get("members"))
+            members = {p.parent: (json.loads(p.read_text()).get("ensemble") or {}).get("members")
+                       for p in sorted(export.glob(f"{head}-x*/manifest.json"))}
+            named = {path: n for path, n in members.items() if n}
             if not named:
                 log(f"ensembles: no {head} ensemble bundle (export/{head}-xN); skipped")
-            for ensemble in named:
-                bench.ensembles(data, export / head, ensemble)
+            for ensemble, n in named.items():
+                bench.ensembles(data, export / head, ensemble, n)
 
     from report import write_report
 

@@ -75,9 +75,8 @@ def calibrate_run(
 
     from ..data.dnrti import load_split
     from ..decode import Decoder
-    from ..models.tagger import load_model
     from ..tagging import SentenceTagger
-    from .ensemble import load_ensemble
+    from .ensemble import load_runs
     from .trainer import _valid_entry, save_and_score, score_predictions, to_torch, write_metrics
 
     if select not in SELECT_SCORES:
@@ -97,7 +96,7 @@ def calibrate_run(
         if "valid" not in m:
             raise RunError(f"expected a finished run in {r}, found one without final scores (still training, or stopped?)")
     metrics = each[0]
-    model, tokenizer = load_model(run / "best") if len(runs) == 1 else load_ensemble(runs)
+    model, tokenizer = load_runs(runs)
     for r, m in zip(runs, each):
         if m["settings"].get("calibrate"):
             log(f"note: {r} is calibrated already (O {m['settings']['calibrate']['shift']:+.2f}); shifts add up")
