@@ -54,6 +54,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Encoder learning rate.")
 @click.option("--head-lr", type=float, default=1e-3, show_default=True, help="Learning rate of the LSTM, emission layer and CRF.")
+@click.option("--layer-decay", type=float, default=1.0, show_default=True,
+              help="Layer-wise learning-rate decay: each encoder layer below the top one trains at this times the "
+                   "lr of the layer above (embeddings lowest), e.g. 0.8; 1: one encoder lr.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--warmup", type=float, default=0.1, show_default=True, help="Share of steps spent warming up.")
 @click.option("--dropout", type=float, default=0.1, show_default=True)

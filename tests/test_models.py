@@ -11,7 +11,7 @@ from ner_batch.evaluation import score
 from ner_batch.models.crf import reverse_padded
 from ner_batch.models.tagger import load_model
 from ner_batch.training.trainer import (
-    TrainSettings, build_optimizer, make_examples, predict_tokens, tag_tensor, to_torch, train,
+    TrainSettings, build_optimizer, encoder_depths, make_examples, predict_tokens, tag_tensor, to_torch, train,
 )
 
 LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
@@ -138,3 +138,50 @@ def test_training_with_rewrites_and_shape_markers_records_valid_unseen_per_epoch
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["settings"]
     assert saved["mention_replace"] == 0.5 and saved["shape_markers"] is True
     assert TaggerConfig.load(tmp_path / "run" / "best").shape_markers is True
+
+
+def test_encoder_depths_count_layers_down_from_the_top():
+    names = ["embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
+             "encoder.layer.1.output.dense.bias", "encoder.layer.2.output.LayerNorm.weight", "pooler.dense.weight"]
+    assert encoder_depths(names) == {names[0]: 3, names[1]: 2, names[2]: 1, names[3]: 0, names[4]: 0}
+    distil = ["embeddings.position_embeddings.weight", "transformer.layer.0.ffn.lin1.weight",
+              "transformer.layer.5.ffn.lin1.weight"]
+    assert encoder_depths(distil) == {distil[0]: 6, distil[1]: 5, distil[2]: 0}
+    with pytest.raises(ValueError, match="expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, "
+                                         "found none among 2"):
+        encoder_depths(["blocks.0.w", "blocks.1.w"])
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_layer_decay_gives_each_encoder_layer_its_learning_rate(head):
+    model = make_tiny_model(head)  # 2 layers, 32 wide
+    settings = TrainSettings(head=head, lr=1e-3, head_lr=5e-3, layer_decay=0.5, warmup=0.0)
+    opt, _ = build_optimizer(model, settings, 10)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    expected = {"encoder.embeddings.": 2.5e-4, "encoder.encoder.layer.0.": 5e-4, "encoder.encoder.layer.1.": 1e-3}
+    seen = set()
+    for name, p in model.named_parameters():
+        prefix = next((k for k in expected if name.startswith(k)), None)
+        if prefix:
+            seen.add(prefix)
+            assert lr_of[id(p)] == pytest.approx(expected[prefix]), name
+        elif not name.startswith("encoder."):
+            assert lr_of[id(p)] == pytest.approx(5e-3), name
+    assert seen == set(expected)
+    assert len(lr_of) == sum(1 for p in model.parameters() if p.requires_grad)
+    plain, _ = build_optimizer(model, TrainSettings(head=head, lr=1e-3, head_lr=5e-3, warmup=0.0), 10)
+    assert sorted({g["lr"] for g in plain.param_groups}) == [1e-3, 5e-3]
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
+def test_train_refuses_a_layer_decay_out_of_range_in_one_line(tmp_path, value):
+    from click.testing import CliRunner
+
+    from ner_batch.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
+                                    "--layer-decay", value])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning rate), got {float(value)}" \
+        in " ".join(res.output.split())
+    assert not (tmp_path / "run").exists()

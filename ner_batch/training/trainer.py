@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -44,6 +45,7 @@ class TrainSettings:
     epochs: int = 10
     lr: float = 1e-4  # encoder
     head_lr: float = 1e-3  # LSTM, emission layer and CRF
+    layer_decay: float = 1.0  # encoder lr times this per layer below the top one (embeddings lowest); 1: one lr
     batch_size: int = 16
     warmup: float = 0.1  # share of steps
     weight_decay: float = 0.01
@@ -73,6 +75,9 @@ class TrainSettings:
         self.augment  # noqa: B018 - refuses bad rewrite shares when the settings are made, before any work
         if self.average and not 0.0 < self.average < 1.0:
             raise ValueError(f"expected --average between 0 and 1 (e.g. 0.999), or 0 for none, got {self.average}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning "
+                             f"rate), got {self.layer_decay}")
         if self.select not in SELECT_SCORES:
             raise ValueError(f"expected --select to be one of {', '.join(SELECT_SCORES)}, got {self.select!r}")
         self.teachers = tuple(str(t) for t in self.teachers)
@@ -247,19 +252,46 @@ def mean_loss(model: WordTagger, encoder: WordEncoder, examples: Sequence[Exampl
     return total / max(n, 1)
 
 
+LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")  # BERT's encoder.layer.N, DistilBERT's transformer.layer.N
+
+
+def encoder_depths(names: Sequence[str]) -> dict[str, int]:
+    """How many layers below the encoder's top layer each encoder parameter sits (names
+    without the ``encoder.`` prefix of WordTagger): 0 for the top transformer layer and for
+    anything above it, L for the embeddings of an L-layer encoder.
+
+    Raises ValueError when no name holds a layer index (an architecture whose layers are
+    named otherwise), since a decay would then silently do nothing.
+    """
+    layers = {name: int(m.group(1)) for name in names if (m := LAYER_INDEX.search(name))}
+    if not layers:
+        raise ValueError("expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, found none "
+                         f"among {len(names)} (e.g. {', '.join(list(names)[:3])}); use --layer-decay 1")
+    n_layers = max(layers.values()) + 1
+    return {name: (n_layers if "embeddings" in name else n_layers - 1 - layers[name] if name in layers else 0)
+            for name in names}
+
+
 def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int):
+    """AdamW with one group per learning rate and weight decay: the head at ``head_lr``; the
+    encoder at ``lr``, or with ``layer_decay`` < 1 at ``lr * layer_decay ** depth`` (depth as in
+    :func:`encoder_depths`: the embeddings change least), and a linear schedule with warm-up."""
     from transformers import get_linear_schedule_with_warmup
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        key = (name.startswith("encoder."), not any(nd in name for nd in no_decay))
-        groups.setdefault(key, []).append(p)
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    enc_names = [name[len("encoder."):] for name, _ in params if name.startswith("encoder.")]
+    depths = encoder_depths(enc_names) if settings.layer_decay < 1.0 else {}
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    for name, p in params:
+        if name.startswith("encoder."):
+            lr = settings.lr * settings.layer_decay ** depths.get(name[len("encoder."):], 0)
+        else:
+            lr = settings.head_lr
+        groups.setdefault((lr, not any(nd in name for nd in no_decay)), []).append(p)
     param_groups = [
-        {"params": ps, "lr": settings.lr if is_enc else settings.head_lr, "weight_decay": settings.weight_decay if decay else 0.0}
-        for (is_enc, decay), ps in groups.items()
+        {"params": ps, "lr": lr, "weight_decay": settings.weight_decay if decay else 0.0}
+        for (lr, decay), ps in groups.items()
     ]
     opt = torch.optim.AdamW(param_groups)
     sched = get_linear_schedule_with_warmup(opt, int(settings.warmup * total_steps), total_steps)
@@ -385,6 +417,7 @@ def train(
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
         f"name mask {settings.name_mask}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
+        + (f", encoder lr x{settings.layer_decay} per layer down" if settings.layer_decay < 1.0 else "")
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else ""))
 
     history: list[dict[str, Any]] = []
