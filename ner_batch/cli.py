@@ -113,7 +113,7 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
 
     from .training.distill import TeacherError
     from .training.runs import RunError
-    from .training.trainer import InitError, TrainSettings, train as run_train
+    from .training.trainer import InitError, LayerDecayError, TrainSettings, train as run_train
 
     if threads:
         torch.set_num_threads(threads)
@@ -123,8 +123,8 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
         raise click.UsageError(str(exc)) from None
     try:
         metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
-    except (InitError, TeacherError, RunError, FileNotFoundError) as exc:  # no DNRTI at --data, an --init or
-        raise click.ClickException(str(exc)) from None  # --teacher that is no trained model or cannot be used here
+    except (InitError, LayerDecayError, TeacherError, RunError, FileNotFoundError) as exc:  # no DNRTI at --data, an
+        raise click.ClickException(str(exc)) from None  # --init or --teacher that cannot be used, --layer-decay without layers
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))
 
 

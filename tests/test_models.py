@@ -11,7 +11,7 @@ from ner_batch.evaluation import score
 from ner_batch.models.crf import reverse_padded
 from ner_batch.models.tagger import load_model
 from ner_batch.training.trainer import (
-    TrainSettings, build_optimizer, encoder_depths, make_examples, predict_tokens, tag_tensor, to_torch, train,
+    LayerDecayError, TrainSettings, build_optimizer, encoder_depths, make_examples, predict_tokens, tag_tensor, to_torch, train,
 )
 
 LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
@@ -147,7 +147,7 @@ def test_encoder_depths_count_layers_down_from_the_top():
     distil = ["embeddings.position_embeddings.weight", "transformer.layer.0.ffn.lin1.weight",
               "transformer.layer.5.ffn.lin1.weight"]
     assert encoder_depths(distil) == {distil[0]: 6, distil[1]: 5, distil[2]: 0}
-    with pytest.raises(ValueError, match="expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, "
+    with pytest.raises(LayerDecayError, match="expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, "
                                          "found none among 2"):
         encoder_depths(["blocks.0.w", "blocks.1.w"])
 

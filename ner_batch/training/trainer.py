@@ -252,6 +252,10 @@ def mean_loss(model: WordTagger, encoder: WordEncoder, examples: Sequence[Exampl
     return total / max(n, 1)
 
 
+class LayerDecayError(ValueError):
+    """--layer-decay below 1 for an encoder whose layers it cannot find by name."""
+
+
 LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")  # BERT's encoder.layer.N, DistilBERT's transformer.layer.N
 
 
@@ -260,12 +264,12 @@ def encoder_depths(names: Sequence[str]) -> dict[str, int]:
     without the ``encoder.`` prefix of WordTagger): 0 for the top transformer layer and for
     anything above it, L for the embeddings of an L-layer encoder.
 
-    Raises ValueError when no name holds a layer index (an architecture whose layers are
+    Raises LayerDecayError when no name holds a layer index (an architecture whose layers are
     named otherwise), since a decay would then silently do nothing.
     """
     layers = {name: int(m.group(1)) for name in names if (m := LAYER_INDEX.search(name))}
     if not layers:
-        raise ValueError("expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, found none "
+        raise LayerDecayError("expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, found none "
                          f"among {len(names)} (e.g. {', '.join(list(names)[:3])}); use --layer-decay 1")
     n_layers = max(layers.values()) + 1
     return {name: (n_layers if "embeddings" in name else n_layers - 1 - layers[name] if name in layers else 0)
