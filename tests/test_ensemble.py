@@ -17,11 +17,17 @@ from ner_batch.export.build import build_bundle
 from ner_batch.models.ensemble import EnsembleTagger
 from ner_batch.models.tagger import load_model
 from ner_batch.runtime.tagger import Tagger
-from ner_batch.training.ensemble import ensemble_tagger, load_ensemble
+from ner_batch.training.ensemble import load_ensemble, load_runs
 from ner_batch.training.runs import RunError
 from ner_batch.training.trainer import predict_tokens, sentence_tagger, to_torch
 
 WORDS = [s.tokens for s in tiny_splits()["valid"]]
+
+
+def ensemble_tagger(paths):
+    """The tagging path (windows, stitching, NumPy decode) over the runs' averaged emissions."""
+    model, tokenizer = load_runs(paths)
+    return sentence_tagger(model, model.config.word_encoder(tokenizer))
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])

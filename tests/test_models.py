@@ -185,3 +185,28 @@ def test_train_refuses_a_layer_decay_out_of_range_in_one_line(tmp_path, value):
     assert f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning rate), got {float(value)}" \
         in " ".join(res.output.split())
     assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_layer_decay_on_an_encoder_without_layer_names_in_one_line(tmp_path, tokenizer):
+    """ALBERT names its layers albert_layer_groups.G.albert_layers.L: no 'layer.N.', so a decay would do nothing."""
+    from click.testing import CliRunner
+    from transformers import AlbertConfig, AlbertModel
+
+    from conftest import TINY_SENTENCES
+    from ner_batch.cli import main
+
+    ckpt = tmp_path / "tiny-albert"
+    AlbertModel(AlbertConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64)).save_pretrained(ckpt)
+    tokenizer.save_pretrained(ckpt)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text("\n\n".join("\n".join(f"{t} {l}" for t, l in zip(*s)) for s in TINY_SENTENCES) + "\n")
+    res = CliRunner().invoke(main, ["train", "--head", "crf", "--backbone", str(ckpt), "--data", str(data),
+                                    "--out", str(tmp_path / "run"), "--epochs", "1", "--layer-decay", "0.8"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    err = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(err) == 1 and "expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, found none" in err[0]
+    assert "use --layer-decay 1" in err[0]
+    assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "metrics.json").exists()

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..tagging import SentenceTagger
 from .runs import RunError, model_dir
 
 
@@ -43,10 +42,3 @@ def load_runs(paths: Sequence[str | Path]):
         return load_model(model_dir(paths[0]))
     return load_ensemble(paths)
 
-
-def ensemble_tagger(paths: Sequence[str | Path]) -> SentenceTagger:
-    """The tagging path (windows, stitching, NumPy decode) over the runs' averaged emissions."""
-    from .trainer import sentence_tagger
-
-    model, tokenizer = load_runs(paths)
-    return sentence_tagger(model, model.config.word_encoder(tokenizer))

@@ -284,12 +284,12 @@ def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    enc_names = [name[len("encoder."):] for name, _ in params if name.startswith("encoder.")]
-    depths = encoder_depths(enc_names) if settings.layer_decay < 1.0 else {}
+    own_name = {name: name[len("encoder."):] for name, _ in params if name.startswith("encoder.")}  # as the encoder names them
+    depths = encoder_depths(list(own_name.values())) if settings.layer_decay < 1.0 else {}
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, p in params:
-        if name.startswith("encoder."):
-            lr = settings.lr * settings.layer_decay ** depths.get(name[len("encoder."):], 0)
+        if name in own_name:
+            lr = settings.lr * settings.layer_decay ** depths.get(own_name[name], 0)
         else:
             lr = settings.head_lr
         groups.setdefault((lr, not any(nd in name for nd in no_decay)), []).append(p)
