@@ -41,4 +41,3 @@ def load_runs(paths: Sequence[str | Path]):
     if len(paths) == 1:
         return load_model(model_dir(paths[0]))
     return load_ensemble(paths)
-
