@@ -63,6 +63,15 @@ def tiny_model_factory():
     return make_tiny_model
 
 
+def write_tiny_data(directory: Path, sentences=TINY_SENTENCES) -> Path:
+    """``directory``/{train,valid,test}.txt, each holding ``sentences`` as CoNLL lines (word, space, tag)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = "\n\n".join("\n".join(f"{t} {lab}" for t, lab in zip(toks, labs)) for toks, labs in sentences) + "\n"
+    for split in ("train", "valid", "test"):
+        (directory / f"{split}.txt").write_text(text)
+    return directory
+
+
 def tiny_sentences():
     from ner_batch.data.conll import Sentence
 

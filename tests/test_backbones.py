@@ -8,27 +8,18 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from conftest import CHECK_SENTENCES, LABELS, tiny_encoder_config
+from conftest import CHECK_SENTENCES, LABELS, tiny_encoder_config, write_tiny_data
 from ner_batch.cli import main
-
-
-def write_conll(path, sentences):
-    path.write_text("\n\n".join("\n".join(f"{t} {l}" for t, l in zip(toks, labs)) for toks, labs in sentences) + "\n")
 
 
 def test_train_and_evaluate_from_a_local_checkpoint_path(tmp_path, tokenizer):
     from transformers import AutoConfig, AutoModel
 
-    from conftest import TINY_SENTENCES
-
     ckpt = tmp_path / "tiny-bert"
     cfg = dict(tiny_encoder_config())
     AutoModel.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg)).save_pretrained(ckpt)
     tokenizer.save_pretrained(ckpt)
-    data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "valid", "test"):
-        write_conll(data / f"{split}.txt", TINY_SENTENCES)
+    data = write_tiny_data(tmp_path / "data")
     runner = CliRunner()
     res = runner.invoke(main, ["train", "--head", "crf", "--backbone", str(ckpt), "--data", str(data), "--out", str(tmp_path / "run"),
                                "--epochs", "2", "--lr", "3e-3", "--head-lr", "3e-3", "--batch-size", "2"], catch_exceptions=False)

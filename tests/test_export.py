@@ -189,14 +189,10 @@ def test_runtime_imports_and_tags_without_torch(tiny_bundles):
 def test_evaluate_a_bundle_with_joined_sentences(tmp_path, tiny_bundles):
     from click.testing import CliRunner
 
-    from conftest import TINY_SENTENCES
+    from conftest import TINY_SENTENCES, write_tiny_data
     from ner_batch.cli import main
 
-    data = tmp_path / "data"
-    data.mkdir()
-    text = "\n\n".join("\n".join(f"{t} {lab}" for t, lab in zip(toks, labs)) for toks, labs in TINY_SENTENCES * 4)
-    for split in ("train", "valid", "test"):
-        (data / f"{split}.txt").write_text(text + "\n")
+    data = write_tiny_data(tmp_path / "data", TINY_SENTENCES * 4)
     runner = CliRunner()
     results = {}
     for join in (1, 3):

@@ -192,17 +192,14 @@ def test_train_refuses_layer_decay_on_an_encoder_without_layer_names_in_one_line
     from click.testing import CliRunner
     from transformers import AlbertConfig, AlbertModel
 
-    from conftest import TINY_SENTENCES
+    from conftest import write_tiny_data
     from ner_batch.cli import main
 
     ckpt = tmp_path / "tiny-albert"
     AlbertModel(AlbertConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=64)).save_pretrained(ckpt)
     tokenizer.save_pretrained(ckpt)
-    data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "valid", "test"):
-        (data / f"{split}.txt").write_text("\n\n".join("\n".join(f"{t} {l}" for t, l in zip(*s)) for s in TINY_SENTENCES) + "\n")
+    data = write_tiny_data(tmp_path / "data")
     res = CliRunner().invoke(main, ["train", "--head", "crf", "--backbone", str(ckpt), "--data", str(data),
                                     "--out", str(tmp_path / "run"), "--epochs", "1", "--layer-decay", "0.8"])
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output

@@ -270,7 +270,7 @@ def encoder_depths(names: Sequence[str]) -> dict[str, int]:
     layers = {name: int(m.group(1)) for name in names if (m := LAYER_INDEX.search(name))}
     if not layers:
         raise LayerDecayError("expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, found none "
-                         f"among {len(names)} (e.g. {', '.join(list(names)[:3])}); use --layer-decay 1")
+                              f"among {len(names)} (e.g. {', '.join(list(names)[:3])}); use --layer-decay 1")
     n_layers = max(layers.values()) + 1
     return {name: (n_layers if "embeddings" in name else n_layers - 1 - layers[name] if name in layers else 0)
             for name in names}
