@@ -24,6 +24,8 @@ def test_train_and_evaluate_from_a_local_checkpoint_path(tmp_path, tokenizer):
     res = runner.invoke(main, ["train", "--head", "crf", "--backbone", str(ckpt), "--data", str(data), "--out", str(tmp_path / "run"),
                                "--epochs", "2", "--lr", "3e-3", "--head-lr", "3e-3", "--batch-size", "2"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    log = (tmp_path / "run" / "train.log").read_text().splitlines()  # the reader's reports, said before the directory existed
+    assert [line.split()[0] for line in log[:3]] == ["[train]", "[valid]", "[test]"] and log[-1].startswith("best epoch")
     res = runner.invoke(main, ["evaluate", "--run", str(tmp_path / "run"), "--data", str(data), "--split", "test", "--json"])
     assert res.exit_code == 0, res.output
     result = json.loads(res.output.strip().splitlines()[-1])

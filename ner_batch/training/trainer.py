@@ -276,6 +276,12 @@ def encoder_depths(names: Sequence[str]) -> dict[str, int]:
             for name in names}
 
 
+def encoder_names(model: WordTagger) -> dict[str, str]:
+    """The trainable encoder parameters: WordTagger's name -> the name the encoder gives it."""
+    return {name: name[len("encoder."):] for name, p in model.named_parameters()
+            if p.requires_grad and name.startswith("encoder.")}
+
+
 def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int):
     """AdamW with one group per learning rate and weight decay: the head at ``head_lr``; the
     encoder at ``lr``, or with ``layer_decay`` < 1 at ``lr * layer_decay ** depth`` (depth as in
@@ -284,7 +290,7 @@ def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    own_name = {name: name[len("encoder."):] for name, _ in params if name.startswith("encoder.")}  # as the encoder names them
+    own_name = encoder_names(model)
     depths = encoder_depths(list(own_name.values())) if settings.layer_decay < 1.0 else {}
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, p in params:
@@ -357,11 +363,14 @@ def train(
     if model is None and settings.init:
         model, tokenizer = load_init(settings)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    logfile = (out / "train.log").open("w")
+    logfile = None
+    pending: list[str] = []  # the log's lines until the model has passed its checks and out_dir is made
 
     def say(msg: str) -> None:
         log(msg)
+        if logfile is None:
+            pending.append(msg)
+            return
         logfile.write(msg + "\n")
         logfile.flush()
 
@@ -390,6 +399,11 @@ def train(
         extra = sorted(set(labels) - set(model.config.labels))
         if extra:
             raise ValueError(f"expected the data's labels among the model's {len(model.config.labels)}, found {extra} too")
+    if settings.layer_decay < 1.0:  # refused before anything is written
+        encoder_depths(list(encoder_names(model).values()))
+    out.mkdir(parents=True, exist_ok=True)
+    logfile = (out / "train.log").open("w")
+    logfile.write("".join(line + "\n" for line in pending))
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
     encoder = model.config.word_encoder(tokenizer)
     data_seed = settings.seed if settings.data_seed is None else settings.data_seed
