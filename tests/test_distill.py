@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY_SENTENCES, make_tiny_model, tiny_splits, train_tiny_runs
+from conftest import make_tiny_model, tiny_splits, train_tiny_runs, write_tiny_data
 from ner_batch.cli import main
 from ner_batch.training.distill import TeacherError, distill_loss, load_teachers, target_tensor, teacher_targets
 from ner_batch.training.runs import RunError
@@ -128,10 +128,7 @@ def test_teachers_that_cannot_teach_are_refused_by_name(tmp_path, tokenizer):
 
 
 def test_cli_refuses_a_missing_teacher_in_one_line_and_writes_nothing(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for split in ("train", "valid", "test"):
-        (data / f"{split}.txt").write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in zip(*s)) for s in TINY_SENTENCES))
+    data = write_tiny_data(tmp_path / "data")
     res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(data),
                                     "--teacher", str(tmp_path / "no-run")])
     assert res.exit_code == 1 and "Traceback" not in res.output
