@@ -218,13 +218,22 @@ def calibrate(run_dirs, out_dir, data, grid, select, threads) -> None:
 @click.option("--confusions", is_flag=True,
               help="Print the whole span-level type confusion table (which gold type got which predicted type); "
                    "without it, only the largest confusions. --json always has the table.")
-def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict, join, confusions) -> None:
+@click.option("--against", "against", type=click.Path(file_okay=False), default=None,
+              help="A second tagger to compare with on the same sentences: a run directory (or saved ensemble) or a "
+                   "bundle (a directory with manifest.json; same --variant and --device). Adds the difference in F1 "
+                   "and its bootstrap interval, whole split and unseen part.")
+@click.option("--bootstrap", "rounds", type=click.IntRange(0, 100_000), default=1000, show_default=True,
+              help="Resamples of the split's sentences (with replacement, unseen and seen apart, seed 0) for the "
+                   "95% intervals of F1 and of the difference to --against; 0: no intervals.")
+def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict, join, confusions, against, rounds) -> None:
     """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
-    and on its "unseen" part (sentences whose tokens do not occur in train); exact-span recall
-    on new names (mentions whose text is no mention in train) and what they were tagged as;
-    the largest confusions between types."""
+    and on its "unseen" part (sentences whose tokens do not occur in train), with bootstrap
+    intervals; exact-span recall on new names (mentions whose text is no mention in train) and
+    what they were tagged as; the largest confusions between types. With --against, the
+    paired difference to a second tagger: is a gain larger than the split's noise?"""
     from .data.dnrti import data_dir, unseen_mask
-    from .evaluation import confusion_headline, format_confusion, format_new_names, format_report, mention_texts, new_name_recall, score
+    from .evaluation import (bootstrap, confusion_headline, format_bootstrap, format_confusion, format_new_names,
+                             format_report, mention_texts, new_name_recall, score, span_counts)
 
     try:
         directory = data_dir(data)
@@ -236,23 +245,23 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     joined = [[w for s in tokens[k : k + join] for w in s] for k in range(0, len(tokens), join)]
     if bool(run_dirs) == (bundle_dir is not None):
         raise click.UsageError("give --run DIR (one or more) or --bundle DIR, not both and not neither")
-    if run_dirs:
-        pred, known = _predict_runs([Path(r) for r in run_dirs], joined)
-        source = f"run {run_dirs[0]}" if len(run_dirs) == 1 else f"ensemble of {len(run_dirs)} runs ({', '.join(run_dirs)})"
-    else:
-        from .cpu import cpu_info, describe
-
-        tagger = _tagger(bundle_dir, variant, device)
-        pred, source = [w.labels for w in tagger.tag_words(joined)], f"bundle {bundle_dir} ({variant}, {tagger.model.device})"
-        click.echo(f"measured on this machine's CPU: {describe()}", err=True)
-    flat = iter([label for labels in pred for label in labels])
-    pred = [[next(flat) for _ in s] for s in tokens]  # back to one list per sentence
+    if against is not None and not Path(against).is_dir():
+        raise click.ClickException(f"expected a run directory or a bundle at --against {against}, found nothing")
+    pred, known, source = _predict_split([Path(r) for r in run_dirs], bundle_dir, variant, device, joined, tokens)
     if join > 1:
         source += f", {join} sentences per sequence"
-    if bundle_dir is not None:
-        known = set(tagger.labels)
     gold = [s.labels for s in sents]
-    result = {"split": split, "join": join, **score(gold, pred, unseen_mask(sents, train_sents))}
+    mask = unseen_mask(sents, train_sents)
+    result = {"split": split, "join": join, **score(gold, pred, mask)}
+    other = None
+    against_bundle = against is not None and (Path(against) / "manifest.json").is_file()
+    if against is not None:
+        other, _, other_source = _predict_split([] if against_bundle else [Path(against)], against if against_bundle else None,
+                                                variant, device, joined, tokens)
+        result["against"] = {"source": other_source, **score(gold, other, mask)}
+    if rounds:
+        result["bootstrap"] = bootstrap(span_counts(gold, pred), mask if any(mask) else None,
+                                        None if other is None else span_counts(gold, other), rounds=rounds)
     if split != "train":
         known_names = mention_texts([s.labels for s in train_sents], [s.tokens for s in train_sents])
         result["new_names"] = new_name_recall(gold, pred, tokens, known_names)
@@ -260,13 +269,20 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     if unknown:  # counted as misses: say so rather than score quietly low
         result["unknown_gold_labels"] = unknown
         click.echo(f"warning: {split}.txt has labels the model cannot predict (scored as misses): {', '.join(unknown)}", err=True)
-    if bundle_dir is not None:
+    if bundle_dir is not None or against_bundle:
+        from .cpu import cpu_info
+
         result["cpu"] = cpu_info()
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"[{split}] {report.summary()}", err=True)
         click.echo(format_report(result, f"{source} on {split}"))
+        if "against" in result:
+            a = result["against"]
+            click.echo(f"against {a['source']}: micro F1 {a['f1']*100:.2f}, unseen {a['unseen']['f1']*100:.2f}")
+        if "bootstrap" in result:
+            click.echo(format_bootstrap(result["bootstrap"], against="against" if against else ""))
         if "new_names" in result:
             click.echo(format_new_names(result["new_names"]))
         if confusions:
@@ -290,6 +306,23 @@ def _load(directory, split, strict):
     if not sents:
         raise click.ClickException(f"expected sentences in {path}, found none (empty file)")
     return sents, report
+
+
+def _predict_split(run_dirs: list[Path], bundle_dir, variant: str, device: str, joined, tokens):
+    """Predicted labels per sentence of ``tokens`` (tagged as the sequences ``joined``), the
+    labels the tagger knows, and a name for it: from runs (PyTorch) or a bundle (ONNX)."""
+    if run_dirs:
+        pred, known = _predict_runs(run_dirs, joined)
+        source = f"run {run_dirs[0]}" if len(run_dirs) == 1 else f"ensemble of {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})"
+    else:
+        from .cpu import describe
+
+        tagger = _tagger(bundle_dir, variant, device)
+        pred, known = [w.labels for w in tagger.tag_words(joined)], set(tagger.labels)
+        source = f"bundle {bundle_dir} ({variant}, {tagger.model.device})"
+        click.echo(f"measured on this machine's CPU: {describe()}", err=True)
+    flat = iter([label for labels in pred for label in labels])
+    return [[next(flat) for _ in s] for s in tokens], known, source  # back to one list per sentence
 
 
 def _predict_runs(run_dirs: list[Path], tokens):

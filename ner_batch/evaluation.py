@@ -1,9 +1,12 @@
-"""Scores with seqeval: micro precision/recall/F1, per entity type, on a split and its unseen part."""
+"""Scores with seqeval: micro precision/recall/F1, per entity type, on a split and its unseen part;
+bootstrap intervals of F1 and of the difference between two taggers on the same sentences."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Sequence
+
+import numpy as np
 
 from .labels import bio_spans
 
@@ -51,6 +54,104 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], unseen: 
                 "f1": float(f1_score(g2, p2, zero_division=0)) if g2 else 0.0,
             }
     return result
+
+
+def span_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> np.ndarray:
+    """Per sentence, the entity spans ``(correct, predicted, gold)``: what micro F1 adds up.
+
+    A span is correct when its boundaries and type equal a gold span's (seqeval's default
+    mode: an ``I-X`` that continues no ``X`` starts a span). Summed over sentences,
+    ``2 * correct / (predicted + gold)`` is seqeval's micro F1.
+
+    Returns an int64 array of shape ``(S, 3)``.
+    """
+    out = np.zeros((len(gold), 3), dtype=np.int64)  # shape: (S, 3)
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        g_spans, p_spans = set(bio_spans(list(g))), set(bio_spans(list(p)))
+        out[i] = (len(g_spans & p_spans), len(p_spans), len(g_spans))
+    return out
+
+
+def f1_of(counts: np.ndarray) -> np.ndarray:
+    """Micro F1 from summed ``(correct, predicted, gold)`` counts ``(..., 3)``; 0 where nothing
+    was predicted and nothing is gold (as seqeval with ``zero_division=0``). Shape ``(...)``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    denominator = counts[..., 1] + counts[..., 2]  # shape: (...)
+    return np.divide(2.0 * counts[..., 0], denominator, out=np.zeros_like(denominator), where=denominator > 0)
+
+
+def resample_weights(strata: np.ndarray, rounds: int, seed: int = 0) -> np.ndarray:
+    """How often each sentence is drawn in each of ``rounds`` bootstrap resamples.
+
+    Sentences are drawn with replacement within their stratum (``strata``: ``(S,)`` labels,
+    e.g. the unseen mask), each stratum keeping its size, so one resample serves both the
+    whole split and its unseen part. Returns int64 weights ``(rounds, S)``; every row sums
+    to ``S`` and, within a stratum, to the stratum's size.
+    """
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((rounds, len(strata)), dtype=np.int64)  # shape: (R, S)
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)  # shape: (S_k,)
+        draws = rng.integers(0, len(members), size=(rounds, len(members)))  # shape: (R, S_k)
+        rows = np.repeat(np.arange(rounds), len(members))  # shape: (R * S_k,)
+        np.add.at(weights, (rows, members[draws.ravel()]), 1)
+    return weights
+
+
+def bootstrap(counts: np.ndarray, unseen: Sequence[bool] | None = None, against: np.ndarray | None = None, *,
+              rounds: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Percentile intervals of micro F1 over sentence resamples (stratified by ``unseen``).
+
+    Args:
+        counts: ``(S, 3)`` per-sentence span counts of a tagger (``span_counts``).
+        unseen: ``(S,)`` mask of the sentences not in train; adds the interval on that part.
+        against: ``(S, 3)`` counts of a second tagger on the same sentences; adds the paired
+            intervals of the difference ``F1(counts) - F1(against)``, each resample scoring
+            both taggers on the same sentences (Koehn, 2004; Berg-Kirkpatrick et al., 2012).
+
+    Returns ``{"rounds", "level", "seed", "all": part, "unseen": part}`` where ``part`` is
+    ``{"f1", "interval": [lo, hi]}`` and, with ``against``, also ``"difference": {"f1",
+    "interval", "above_zero"}`` (``above_zero``: the share of resamples where the first tagger
+    scores higher).
+    """
+    counts = np.asarray(counts, dtype=np.int64)  # shape: (S, 3)
+    if against is not None and np.shape(against) != counts.shape:
+        raise ValueError(f"expected the compared tagger's counts for {len(counts)} sentences, got {np.shape(against)}")
+    mask = np.zeros(len(counts), dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool)  # shape: (S,)
+    weights = resample_weights(mask, rounds, seed)  # shape: (R, S)
+    tails = [(1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0]
+    parts = {"all": np.ones(len(counts), dtype=bool)}
+    if unseen is not None:
+        parts["unseen"] = mask
+    result: dict[str, Any] = {"rounds": rounds, "level": level, "seed": seed}
+    for name, part in parts.items():
+        w = weights[:, part]  # shape: (R, S_part)
+        f1 = f1_of(w @ counts[part])  # shape: (R,)
+        entry: dict[str, Any] = {"f1": float(f1_of(counts[part].sum(0))), "interval": np.quantile(f1, tails).tolist()}
+        if against is not None:
+            other = np.asarray(against, dtype=np.int64)[part]  # shape: (S_part, 3)
+            diff = f1 - f1_of(w @ other)  # shape: (R,)
+            entry["difference"] = {"f1": entry["f1"] - float(f1_of(other.sum(0))),
+                                   "interval": np.quantile(diff, tails).tolist(), "above_zero": float(np.mean(diff > 0))}
+        result[name] = entry
+    return result
+
+
+def format_bootstrap(result: dict[str, Any], against: str = "") -> str:
+    """One line per part: F1 and its interval, and with ``against`` the difference to it."""
+    pct = f"{result['level'] * 100:g}%"
+    lines = []
+    for name, entry in ((k, result[k]) for k in ("all", "unseen") if k in result):
+        lo, hi = entry["interval"]
+        line = f"{'micro' if name == 'all' else 'micro unseen'} F1 {entry['f1']*100:.2f}, {pct} interval {lo*100:.2f} to {hi*100:.2f}"
+        if "difference" in entry:
+            d = entry["difference"]
+            line += (f"; minus {against}: {d['f1']*100:+.2f}, {pct} interval {d['interval'][0]*100:+.2f} to "
+                     f"{d['interval'][1]*100:+.2f}, higher in {d['above_zero']*100:.1f}% of resamples")
+        lines.append(line)
+    lines.append(f"(bootstrap: {result['rounds']} resamples of the sentences, unseen and seen drawn apart, seed {result['seed']})")
+    return "\n".join(lines)
 
 
 def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
