@@ -23,11 +23,11 @@ def write_hf_checkpoint(run_dir: str | Path, out_dir: str | Path) -> Path:
     if model.config.head != "softmax":
         raise ValueError(f"expected a softmax run, got a {model.config.head} run at {run_dir}")
     labels = model.config.labels
-    enc = dict(model.config.encoder)
-    model_type = enc.pop("model_type")
+    encoder_config = dict(model.config.encoder_config)
+    model_type = encoder_config.pop("model_type")
     for k in ("id2label", "label2id", "num_labels", "architectures"):
-        enc.pop(k, None)
-    cfg = AutoConfig.for_model(model_type, **enc, num_labels=len(labels),
+        encoder_config.pop(k, None)
+    cfg = AutoConfig.for_model(model_type, **encoder_config, num_labels=len(labels),
                                id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
     hf = AutoModelForTokenClassification.from_config(cfg)
     prefix = hf.base_model_prefix

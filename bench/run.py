@@ -113,12 +113,12 @@ def word_fed_tags(model, tok, sentences: list[list[str]], labels: list[str], bat
     out: list[list[str]] = []
     for k in range(0, len(sentences), batch_size):
         chunk = sentences[k : k + batch_size]
-        enc = tok(chunk, is_split_into_words=True, padding=True, return_tensors="pt")
+        pieces = tok(chunk, is_split_into_words=True, padding=True, return_tensors="pt")
         with torch.no_grad():
-            logits = model(**{n: enc[n] for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc}).logits
+            logits = model(**{n: pieces[n] for n in ("input_ids", "attention_mask", "token_type_ids") if n in pieces}).logits
         best = logits.argmax(-1).tolist()
         for i, words in enumerate(chunk):
-            ids, tags, prev = enc.word_ids(i), ["O"] * len(words), None
+            ids, tags, prev = pieces.word_ids(i), ["O"] * len(words), None
             for pos, w in enumerate(ids):
                 if w is not None and w != prev:
                     tags[w] = labels[best[i][pos]]
@@ -234,7 +234,7 @@ class Bench:
 
         torch.set_num_threads(os.cpu_count() or 1)
         model, tok = load_model(run / "best")
-        enc = model.config.word_encoder(tok)
+        enc = model.config.windower(tok)
         pieces = sum(w.n_tokens for w in enc.windows(data.timing))
         f1 = data.f1(predict_tokens(model, enc, data.test_tokens))
         with torch.inference_mode():
@@ -405,8 +405,8 @@ class Bench:
                     if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits and len(inits[n.input[1]]) == 2)
         for variant in ("fp32", "opt"):
             tagger = Tagger(bundle, variant, device="cpu", say=lambda m: None)
-            windows = tagger.encoder.windows(data.timing)
-            batches = [tagger.encoder.collate([windows[i] for i in idx]) for idx in plan_batches(windows, 8192, 128)]
+            windows = tagger.windower.windows(data.timing)
+            batches = [tagger.windower.collate([windows[i] for i in idx]) for idx in plan_batches(windows, 8192, 128)]
             real = sum(int(b.attention_mask.sum()) for b in batches)
             padded = sum(b.attention_mask.size for b in batches)
             mean_t = statistics.mean(b.input_ids.shape[1] for b in batches)
@@ -533,7 +533,7 @@ class Bench:
         b = Bundle.load(bundle)
         base = Tagger(b, "fp32", device="cpu", say=lambda m: None)
         train, _ = load_split(data_dir(self.args.data), "train")
-        calib = calibration_batches(base.encoder, calibration_sentences(train))
+        calib = calibration_batches(base.windower, calibration_sentences(train))
 
         def build(name: str, source: Path, **how) -> Path | None:
             out = self.tmp / f"cand-{name}.onnx"
@@ -575,7 +575,7 @@ class Bench:
             sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
             names = [i.name for i in sess.get_inputs()]
             emit = lambda batch, s=sess, n=names: s.run(None, {k: v for k, v in batch.inputs().items() if k in n})[0]  # noqa: E731
-            tagger = SentenceTagger(base.encoder, emit, base.decoder, batching)
+            tagger = SentenceTagger(base.windower, emit, base.decoder, batching)
             plan = tagger.plan(data.timing)
             pieces = int(plan.pieces_per_sentence().sum())
             labels = [t.labels for t in tagger.run(plan)[: len(data.test)]]

@@ -335,7 +335,7 @@ def _predict_runs(run_dirs: list[Path], tokens):
         model, tokenizer = load_runs(run_dirs)
     except (FileNotFoundError, ValueError) as exc:  # RunError is a ValueError
         raise click.ClickException(str(exc)) from None
-    return predict_tokens(model, model.config.word_encoder(tokenizer), tokens), set(model.config.labels)
+    return predict_tokens(model, model.config.windower(tokenizer), tokens), set(model.config.labels)
 
 
 def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):

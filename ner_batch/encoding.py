@@ -95,8 +95,12 @@ class Batch:
         return 1.0 - float(self.attention_mask.sum()) / max(1, self.attention_mask.size)
 
 
-class WordEncoder:
-    """Turns pre-split words into windows of word-piece ids with first-piece positions."""
+class Windower:
+    """Turns pre-split words into windows of word-piece ids with first-piece positions.
+
+    Named for what it makes: in this package ``encoder`` is only ever the transformer (a
+    WordTagger's HF model), and ``encoder_config`` its HF config.
+    """
 
     def __init__(self, tokenizer: Tokenizer, max_length: int = 256, overlap: int | None = None, *,
                  shape_markers: bool = False):
@@ -131,7 +135,7 @@ class WordEncoder:
             raise ValueError(f"expected an overlap of 0..{self.budget // 2} word pieces (half a window), got {overlap}")
 
     @classmethod
-    def from_dir(cls, directory: str | Path, max_length: int = 256, *, shape_markers: bool = False) -> "WordEncoder":
+    def from_dir(cls, directory: str | Path, max_length: int = 256, *, shape_markers: bool = False) -> "Windower":
         path = Path(directory) / TOKENIZER_FILE
         if not path.is_file():
             raise FileNotFoundError(f"expected a tokenizer at {path}, found no {TOKENIZER_FILE}")

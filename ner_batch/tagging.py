@@ -6,7 +6,7 @@ function that turns a :class:`~ner_batch.encoding.Batch` into word emissions ``(
 
 A sentence longer than a window is covered by overlapping windows; each word's emission is
 taken from the window where it sits farthest from an edge (see
-:meth:`~ner_batch.encoding.WordEncoder.split`), the emissions are stitched into one
+:meth:`~ner_batch.encoding.Windower.split`), the emissions are stitched into one
 ``(n_words, L)`` array per sentence, and the decoder runs once over the whole sentence. No
 window border shows in the output, and a sentence's result does not depend on which other
 sentences share its batches.
@@ -22,7 +22,7 @@ import numpy as np
 
 from .batching import BatchSettings, plan_batches
 from .decode import Decoder
-from .encoding import Batch, Window, WordEncoder
+from .encoding import Batch, Window, Windower
 from .labels import bio_spans
 
 Emit = Callable[[Batch], np.ndarray]  # batch -> word emissions (B, W, L)
@@ -75,8 +75,8 @@ class TagStats:
 class SentenceTagger:
     """Pre-split sentences in, one :class:`SentenceTags` per sentence out."""
 
-    def __init__(self, encoder: WordEncoder, emit: Emit, decoder: Decoder, batching: BatchSettings | None = None):
-        self.encoder = encoder
+    def __init__(self, windower: Windower, emit: Emit, decoder: Decoder, batching: BatchSettings | None = None):
+        self.windower = windower
         self.emit = emit
         self.decoder = decoder
         self.batching = batching or BatchSettings()
@@ -87,8 +87,8 @@ class SentenceTagger:
 
     def plan(self, sentences: Sequence[Sequence[str]]) -> Plan:
         """Tokenize, window and batch (no model call: this part can run ahead on another thread)."""
-        windows = self.encoder.windows(sentences) if sentences else []
-        batches = [(idx, self.encoder.collate([windows[i] for i in idx]))
+        windows = self.windower.windows(sentences) if sentences else []
+        batches = [(idx, self.windower.collate([windows[i] for i in idx]))
                    for idx in plan_batches(windows, self.batching.token_budget, self.batching.max_batch)]
         return Plan([len(s) for s in sentences], windows, batches)
 

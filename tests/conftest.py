@@ -41,10 +41,10 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def word_encoder(tokenizer):
-    from ner_batch.encoding import WordEncoder
+def windower(tokenizer):
+    from ner_batch.encoding import Windower
 
-    return WordEncoder(tokenizer.backend_tokenizer, 64)
+    return Windower(tokenizer.backend_tokenizer, 64)
 
 
 def make_tiny_model(head: str, *, seed: int = 0, bidirectional: bool = True, max_length: int = 64, dropout: float = 0.0):
@@ -54,7 +54,7 @@ def make_tiny_model(head: str, *, seed: int = 0, bidirectional: bool = True, max
 
     torch.manual_seed(seed)
     config = TaggerConfig(head=head, labels=LABELS, backbone="tiny", max_length=max_length, dropout=dropout,
-                          lstm_hidden=16, lstm_bidirectional=bidirectional, encoder=tiny_encoder_config())
+                          lstm_hidden=16, lstm_bidirectional=bidirectional, encoder_config=tiny_encoder_config())
     return build_model(config, pretrained=False).eval()
 
 

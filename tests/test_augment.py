@@ -98,14 +98,14 @@ def test_bad_shares_are_refused_with_the_numbers(replace, mask, message):
         AugmentSettings(replace=replace, mask=mask)
 
 
-def test_training_with_rewrites_sees_different_words_each_epoch(word_encoder):
+def test_training_with_rewrites_sees_different_words_each_epoch(windower):
     from ner_batch.training.trainer import WordStream
 
     sents = TRAIN * 10
     pool = mention_pool(sents)
     rng = random.Random(1)
     l2i = {lab: i for i, lab in enumerate(sorted({lab for s in sents for lab in s.labels}))}
-    epochs = [WordStream(word_encoder, augment_all(sents, pool, AugmentSettings(0.3, 0.3), rng), l2i).examples(rng, 0.0)
+    epochs = [WordStream(windower, augment_all(sents, pool, AugmentSettings(0.3, 0.3), rng), l2i).examples(rng, 0.0)
               for _ in range(2)]
     ids = [[e.window.input_ids for e in ex] for ex in epochs]
     assert ids[0] != ids[1]

@@ -35,23 +35,23 @@ def test_train_and_evaluate_from_a_local_checkpoint_path(tmp_path, tokenizer):
     assert cfg_saved["backbone"] == str(ckpt)
 
 
-def test_distilbert_encoder_exports_with_parity(tmp_path, tokenizer, word_encoder):
+def test_distilbert_encoder_exports_with_parity(tmp_path, tokenizer, windower):
     from transformers import DistilBertConfig
 
     from ner_batch.export.build import build_bundle
     from ner_batch.models import TaggerConfig, build_model
     from ner_batch.runtime.tagger import Tagger
 
-    enc = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64, dropout=0.0, attention_dropout=0.0).to_dict()
+    encoder_config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64, dropout=0.0, attention_dropout=0.0).to_dict()
     torch.manual_seed(0)
-    model = build_model(TaggerConfig(head="softmax", labels=LABELS, backbone="tiny-distilbert", max_length=64, encoder=enc),
+    model = build_model(TaggerConfig(head="softmax", labels=LABELS, backbone="tiny-distilbert", max_length=64, encoder_config=encoder_config),
                         pretrained=False).eval()
     manifest = build_bundle(tmp_path / "run", tmp_path / "bundle", model=model, tokenizer=tokenizer,
                             check_sentences=CHECK_SENTENCES, variants=("fp32", "opt"), log=lambda m: None)
     assert manifest["encoder_type"] == "distilbert"
     assert manifest["export_check"]["opt"]["max_abs_diff"] < 1e-3
     tagger = Tagger(tmp_path / "bundle", "opt", device="cpu")
-    batch = tagger.encoder.collate(tagger.encoder.windows(CHECK_SENTENCES[:3]))
+    batch = tagger.windower.collate(tagger.windower.windows(CHECK_SENTENCES[:3]))
     with torch.no_grad():
         ref = model(**{k: torch.from_numpy(v) for k, v in batch.inputs().items()}).numpy()
     mask = batch.word_mask.astype(bool)

@@ -18,9 +18,9 @@ from ner_batch.training.trainer import evaluate_model, to_torch
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])
-def test_shift_label_moves_that_label_only_and_changes_no_weight_shape(head, word_encoder):
+def test_shift_label_moves_that_label_only_and_changes_no_weight_shape(head, windower):
     model = make_tiny_model(head)
-    batch = to_torch(word_encoder.collate(word_encoder.windows([s.tokens for s in tiny_sentences()])))
+    batch = to_torch(windower.collate(windower.windows([s.tokens for s in tiny_sentences()])))
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     with torch.no_grad():
         before = model(**batch)  # shape: (B, W, L)
@@ -52,7 +52,7 @@ def test_calibration_keeps_the_best_valid_shift_and_the_saved_model_scores_it(tm
     bias = "head.emission.bias"
     assert all(torch.equal(s0[k], s1[k]) for k in s0 if k != bias)
     assert torch.allclose(s1[bias] - s0[bias], torch.tensor([chosen] + [0.0] * 6), atol=1e-6)
-    again = evaluate_model(saved, saved.config.word_encoder(tok), tiny_splits()["valid"], tiny_splits()["train"])
+    again = evaluate_model(saved, saved.config.windower(tok), tiny_splits()["valid"], tiny_splits()["train"])
     assert again["f1"] == result["valid"]["f1"] and again["unseen"]["f1"] == result["valid"]["unseen"]["f1"]
     assert result["settings"]["calibrate"]["run"] == str(run) and result["settings"]["head"] == "crf"
     row = run_row(tmp_path / "cal")

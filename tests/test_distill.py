@@ -69,9 +69,9 @@ def test_teacher_targets_are_the_mean_of_each_teacher_s_tempered_softmax_word_by
     for s in sentences:
         per_teacher = []
         for model, tok in teachers:
-            enc = model.config.word_encoder(tok)
+            windower = model.config.windower(tok)
             with torch.no_grad():
-                em = model(**to_torch(enc.collate(enc.windows([s.tokens]))))[0, : len(s.tokens)]  # shape: (n, L)
+                em = model(**to_torch(windower.collate(windower.windows([s.tokens]))))[0, : len(s.tokens)]  # shape: (n, L)
             per_teacher.append(torch.softmax(em / 2.0, dim=-1).numpy())
         expected.append(np.mean(per_teacher, axis=0))
     assert np.allclose(targets, np.concatenate(expected), atol=1e-5)

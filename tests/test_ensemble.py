@@ -27,14 +27,14 @@ WORDS = [s.tokens for s in tiny_splits()["valid"]]
 def ensemble_tagger(paths):
     """The tagging path (windows, stitching, NumPy decode) over the runs' averaged emissions."""
     model, tokenizer = load_runs(paths)
-    return sentence_tagger(model, model.config.word_encoder(tokenizer))
+    return sentence_tagger(model, model.config.windower(tokenizer))
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])
 def test_an_ensemble_of_one_run_or_of_a_run_twice_tags_as_the_run(tmp_path, tokenizer, head):
     (run,) = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1,), head=head)
     model, tok = load_model(run / "best")
-    alone = predict_tokens(model, model.config.word_encoder(tok), WORDS)
+    alone = predict_tokens(model, model.config.windower(tok), WORDS)
     assert [t.labels for t in ensemble_tagger([run]).tag(WORDS)] == alone
     assert [t.labels for t in ensemble_tagger([run, run / "best"]).tag(WORDS)] == alone
 
@@ -44,8 +44,8 @@ def test_ensemble_emissions_and_crf_scores_are_the_members_mean(tmp_path, tokeni
     runs = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2), head=head)
     members = [load_model(r / "best") for r in runs]
     tagger = ensemble_tagger(runs)
-    enc = members[0][0].config.word_encoder(members[0][1])
-    batch = enc.collate(enc.windows(WORDS))
+    windower = members[0][0].config.windower(members[0][1])
+    batch = windower.collate(windower.windows(WORDS))
     with torch.no_grad():
         outs = [m(**to_torch(batch)).numpy() for m, _ in members]  # each: (B, W, L)
     if head == "softmax":
@@ -104,14 +104,14 @@ def test_an_exported_ensemble_is_one_graph_that_tags_as_the_pytorch_ensemble(tmp
     assert manifest["variants"]["int8"]["quantized_matmuls"] == 2 * tiny_bundles[head][2]["variants"]["int8"]["quantized_matmuls"]
     for variant in ("fp32", "opt"):
         tagger = Tagger(tmp_path / "x2", variant, device="cpu")
-        windows = tagger.encoder.windows(CHECK_SENTENCES)
+        windows = tagger.windower.windows(CHECK_SENTENCES)
         for size in (1, 3, len(windows)):  # traced at batch 2
-            batch = tagger.encoder.collate(windows[:size])
+            batch = tagger.windower.collate(windows[:size])
             with torch.no_grad():
                 ref = ensemble(**to_torch(batch)).numpy()
             mask = batch.word_mask.astype(bool)
             np.testing.assert_allclose(tagger.emit(batch)[mask], ref[mask], atol=1e-4, rtol=1e-4)
-        expected = sentence_tagger(ensemble, tagger.encoder).tag(CHECK_SENTENCES)
+        expected = sentence_tagger(ensemble, tagger.windower).tag(CHECK_SENTENCES)
         assert [w.labels for w in tagger.tag_words(CHECK_SENTENCES)] == [t.labels for t in expected]
     if head == "crf":
         for key in ("transitions", "start", "end"):
@@ -145,12 +145,12 @@ def test_export_cli_writes_an_ensemble_bundle_and_refuses_runs_that_cannot_join(
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])
-def test_a_saved_ensemble_loads_as_one_model_with_the_same_emissions(tmp_path, tokenizer, word_encoder, head):
+def test_a_saved_ensemble_loads_as_one_model_with_the_same_emissions(tmp_path, tokenizer, windower, head):
     ensemble = EnsembleTagger([make_tiny_model(head, seed=7), make_tiny_model(head, seed=8)]).eval()
     ensemble.save(tmp_path / "x2", tokenizer)
     loaded, tok = load_model(tmp_path / "x2")
     assert isinstance(loaded, EnsembleTagger) and len(loaded.members) == 2 and tok is not None
-    batch = to_torch(word_encoder.collate(word_encoder.windows(WORDS)))
+    batch = to_torch(windower.collate(windower.windows(WORDS)))
     with torch.no_grad():
         assert torch.allclose(loaded(**batch), ensemble(**batch), atol=1e-6)
     # An ensemble among members gives its own members: three models, averaged equally.
@@ -173,7 +173,7 @@ def test_calibrating_several_runs_shifts_their_ensemble_and_saves_it(tmp_path, t
     assert isinstance(saved, EnsembleTagger) and len(saved.members) == 2
     # The saved ensemble tags as the runs' ensemble with the shift added to its output.
     plain, _ = load_ensemble(runs)
-    enc = plain.config.word_encoder(tok)
+    windower = plain.config.windower(tok)
 
     @torch.no_grad()
     def shifted(batch):
@@ -181,8 +181,8 @@ def test_calibrating_several_runs_shifts_their_ensemble_and_saves_it(tmp_path, t
         out[..., plain.config.labels.index("O")] += shift
         return out
 
-    expected = SentenceTagger(enc, shifted, Decoder(plain.config.labels, plain.decoder_params() or None)).tag(WORDS)
-    got = sentence_tagger(saved, enc).tag(WORDS)
+    expected = SentenceTagger(windower, shifted, Decoder(plain.config.labels, plain.decoder_params() or None)).tag(WORDS)
+    got = sentence_tagger(saved, windower).tag(WORDS)
     assert [t.labels for t in got] == [t.labels for t in expected]
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)  # confidences too (softmax: a per-word constant cancels)

@@ -15,7 +15,7 @@ import torch
 from onnx import numpy_helper
 
 from conftest import CHECK_SENTENCES, LABELS
-from ner_batch.encoding import WordEncoder
+from ner_batch.encoding import Windower
 from ner_batch.export.check import ExportCheckError, check_export
 from ner_batch.runtime.bundle import Bundle, BundleError, sha256
 from ner_batch.runtime.tagger import Tagger
@@ -26,20 +26,20 @@ HEADS = ["softmax", "crf"]
 
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("variant", ["fp32", "opt"])
-def test_bundle_matches_pytorch_at_other_shapes(head, variant, tiny_bundles, word_encoder):
+def test_bundle_matches_pytorch_at_other_shapes(head, variant, tiny_bundles, windower):
     path, model, manifest = tiny_bundles[head]
     tagger = Tagger(path, variant, device="cpu")
-    windows = tagger.encoder.windows(CHECK_SENTENCES)
+    windows = tagger.windower.windows(CHECK_SENTENCES)
     for size in (1, 2, 5, len(windows)):  # the graph was traced at batch 2 with the first two windows
         for start in range(0, len(windows) - size + 1, max(1, size)):
-            batch = tagger.encoder.collate(windows[start : start + size])
+            batch = tagger.windower.collate(windows[start : start + size])
             with torch.no_grad():
                 ref = model(**to_torch(batch)).numpy()
             got = tagger.emit(batch)
             mask = batch.word_mask.astype(bool)
             np.testing.assert_allclose(got[mask], ref[mask], atol=1e-4, rtol=1e-4)
     # Same labels as the PyTorch model's own decoding.
-    expected = predict_tokens(model, WordEncoder(tagger.encoder.tokenizer, manifest["max_length"]), CHECK_SENTENCES)
+    expected = predict_tokens(model, Windower(tagger.windower.tokenizer, manifest["max_length"]), CHECK_SENTENCES)
     assert [w.labels for w in tagger.tag_words(CHECK_SENTENCES)] == expected
 
 
@@ -94,15 +94,15 @@ def test_int8_is_static_qdq_of_the_encoder_matmuls_only(head, tiny_bundles):
     assert len(tagger.tag_words(CHECK_SENTENCES)) == len(CHECK_SENTENCES)
 
 
-def test_export_check_fails_naming_output_and_difference(tiny_bundles, tmp_path, word_encoder):
+def test_export_check_fails_naming_output_and_difference(tiny_bundles, tmp_path, windower):
     path, model, _ = tiny_bundles["softmax"]
     graph = onnx.load(str(path / "model.onnx"))
     bias = [t for t in graph.graph.initializer if t.name.endswith("classifier.bias")][0]
     bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.5, bias.name))
     onnx.save(graph, str(tmp_path / "broken.onnx"))
-    windows = word_encoder.windows(CHECK_SENTENCES)
+    windows = windower.windows(CHECK_SENTENCES)
     with pytest.raises(ExportCheckError, match=r"output 'emissions' differs from PyTorch by 0\.5 \(tolerance 0\.001\)"):
-        check_export(model, tmp_path / "broken.onnx", word_encoder, [windows[:3]], 1e-3)
+        check_export(model, tmp_path / "broken.onnx", windower, [windows[:3]], 1e-3)
 
 
 def _copy(tiny_bundles, tmp_path, head="crf"):

@@ -334,16 +334,16 @@ def test_hostile_corpus_two_workers_killed_and_resumed(tmp_path, bundle):
 
 
 def test_a_document_the_tokenizer_cannot_take_becomes_an_error_record(tmp_path, bundle, monkeypatch):
-    from ner_batch.encoding import WordEncoder
+    from ner_batch.encoding import Windower
 
-    original = WordEncoder.word_pieces
+    original = Windower.word_pieces
 
     def word_pieces(self, sentences):
         if any("POISON" in w for s in sentences for w in s):
             raise RuntimeError("tokenizer exploded")
         return original(self, sentences)
 
-    monkeypatch.setattr(WordEncoder, "word_pieces", word_pieces)
+    monkeypatch.setattr(Windower, "word_pieces", word_pieces)
     doc = tmp_path / "d.jsonl"
     doc.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate([GOOD, "a POISON pill", GOOD])))
     out = tmp_path / "o.jsonl"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,9 +19,9 @@ from ner_batch.training.trainer import (
 LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
 
 
-def _fit(model, encoder, steps, lr=3e-3):
-    examples = make_examples(encoder, tiny_sentences(), LABEL2ID)
-    batch = encoder.collate([e.window for e in examples])
+def _fit(model, windower, steps, lr=3e-3):
+    examples = make_examples(windower, tiny_sentences(), LABEL2ID)
+    batch = windower.collate([e.window for e in examples])
     tags = tag_tensor(examples, batch.word_mask.shape[1])
     opt, _ = build_optimizer(model, TrainSettings(lr=lr, head_lr=lr, warmup=0.0), steps)
     losses = []
@@ -35,60 +37,75 @@ def _fit(model, encoder, steps, lr=3e-3):
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])
-def test_a_few_steps_lower_the_loss(head, word_encoder):
-    losses = _fit(make_tiny_model(head), word_encoder, steps=5)
+def test_a_few_steps_lower_the_loss(head, windower):
+    losses = _fit(make_tiny_model(head), windower, steps=5)
     assert losses[-1] < losses[0]
 
 
 @pytest.mark.parametrize("head, bidirectional", [("softmax", True), ("crf", True), ("crf", False)])
-def test_overfits_two_sentences(head, bidirectional, word_encoder):
+def test_overfits_two_sentences(head, bidirectional, windower):
     model = make_tiny_model(head, bidirectional=bidirectional)
-    _fit(model, word_encoder, steps=150)
+    _fit(model, windower, steps=150)
     sents = tiny_sentences()
-    pred = predict_tokens(model, word_encoder, [s.tokens for s in sents])
+    pred = predict_tokens(model, windower, [s.tokens for s in sents])
     assert score([s.labels for s in sents], pred)["f1"] == 1.0
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])
-def test_save_load_round_trip_gives_identical_predictions(head, tmp_path, tokenizer, word_encoder):
+def test_save_load_round_trip_gives_identical_predictions(head, tmp_path, tokenizer, windower):
     model = make_tiny_model(head, seed=3)
     model.save(tmp_path / "m", tokenizer)
     loaded, tok2 = load_model(tmp_path / "m")
     assert not list(tmp_path.glob("m/*.bin")) and not list(tmp_path.glob("m/*.pt"))  # no pickles
-    batch = to_torch(word_encoder.collate(word_encoder.windows([s.tokens for s in tiny_sentences()])))
+    batch = to_torch(windower.collate(windower.windows([s.tokens for s in tiny_sentences()])))
     with torch.no_grad():
         assert torch.equal(model(**batch), loaded(**batch))
     assert tok2.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
 
 
+def test_a_tagger_json_from_before_the_encoder_config_rename_loads_the_same(tmp_path, tokenizer, windower):
+    model = make_tiny_model("crf", seed=3)
+    model.save(tmp_path / "m", tokenizer)
+    path = tmp_path / "m" / "tagger.json"
+    data = json.loads(path.read_text())
+    assert "encoder" not in data and data["encoder_config"]["hidden_size"] == 32
+    data["encoder"] = data.pop("encoder_config")  # the key older runs wrote
+    path.write_text(json.dumps(data))
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.config.encoder_config == model.config.encoder_config
+    batch = to_torch(windower.collate(windower.windows([s.tokens for s in tiny_sentences()])))
+    with torch.no_grad():
+        assert torch.equal(model(**batch), loaded(**batch))
+
+
 @pytest.mark.parametrize("head", ["softmax", "crf"])
-def test_emissions_are_word_level_and_batched_equals_one_by_one(head, word_encoder):
+def test_emissions_are_word_level_and_batched_equals_one_by_one(head, windower):
     model = make_tiny_model(head, seed=1)
     sentences = [s.tokens for s in tiny_sentences()] + [["Short", "one"]]
-    windows = word_encoder.windows(sentences)
+    windows = windower.windows(sentences)
     with torch.no_grad():
-        together = model(**to_torch(word_encoder.collate(windows)))
+        together = model(**to_torch(windower.collate(windows)))
         assert together.shape == (3, 9, len(LABELS))
         for i, w in enumerate(windows):
-            alone = model(**to_torch(word_encoder.collate([w])))
+            alone = model(**to_torch(windower.collate([w])))
             assert alone.shape == (1, w.n_words, len(LABELS))
             torch.testing.assert_close(together[i, : w.n_words], alone[0], atol=1e-5, rtol=1e-5)
 
 
-def test_crf_runs_over_first_subwords(word_encoder):
+def test_crf_runs_over_first_subwords(windower):
     """The CRF head sees one emission per word, taken at each word's first piece."""
     model = make_tiny_model("crf", seed=2)
     words = ["Cobalt", "Strike", "beacons"]  # multi-piece words
-    [w] = word_encoder.windows([words])
+    [w] = windower.windows([words])
     assert w.n_tokens > len(words) + 2
     captured = {}
     hook = model.head.register_forward_hook(lambda m, args, out: captured.setdefault("in", args[0]))
     with torch.no_grad():
-        states = model.encoder(**{k: v for k, v in to_torch(word_encoder.collate([w])).items() if k in ("input_ids", "attention_mask")}).last_hidden_state
-        model(**to_torch(word_encoder.collate([w])))
+        states = model.encoder(**{k: v for k, v in to_torch(windower.collate([w])).items() if k in ("input_ids", "attention_mask")}).last_hidden_state
+        model(**to_torch(windower.collate([w])))
     hook.remove()
     torch.testing.assert_close(captured["in"][0], states[0, w.word_index])
-    assert len(model.predict(to_torch(word_encoder.collate([w])))[0]) == len(words)
+    assert len(model.predict(to_torch(windower.collate([w])))[0]) == len(words)
 
 
 def test_reverse_padded():

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import CHECK_SENTENCES, make_tiny_model
 
-from ner_batch.encoding import SHAPE_MARKERS, WordEncoder, word_shape
+from ner_batch.encoding import SHAPE_MARKERS, Windower, word_shape
 
 
 @pytest.mark.parametrize("word,shape", [
@@ -23,8 +23,8 @@ def test_word_shape(word, shape):
 
 
 def test_markers_follow_the_pieces_of_marked_words_only(tokenizer):
-    plain = WordEncoder(tokenizer.backend_tokenizer, 64)
-    marked = WordEncoder(tokenizer.backend_tokenizer, 64, shape_markers=True)
+    plain = Windower(tokenizer.backend_tokenizer, 64)
+    marked = Windower(tokenizer.backend_tokenizer, 64, shape_markers=True)
     words = ["APT28", "used", "PowerShell", "in", "NATO", "Lazarus", "."]
     [p], [m] = plain.word_pieces([words]), marked.word_pieces([words])
     ids = [tokenizer.convert_tokens_to_ids(t) for t in SHAPE_MARKERS]
@@ -44,7 +44,7 @@ def test_a_vocabulary_without_unused_tokens_is_refused_with_a_way_out(tokenizer)
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     msg = "shape markers: expected [unused1], [unused2], [unused3], [unused4] in the tokenizer's vocabulary"
     with pytest.raises(ValueError, match=re.escape(msg)):
-        WordEncoder(tok, 16, shape_markers=True)
+        Windower(tok, 16, shape_markers=True)
 
 
 def test_a_bundle_with_shape_markers_tags_as_its_pytorch_model(tmp_path, tokenizer):
@@ -66,14 +66,14 @@ def test_a_bundle_with_shape_markers_tags_as_its_pytorch_model(tmp_path, tokeniz
                             check_sentences=CHECK_SENTENCES, variants=("fp32",), log=lambda m: None)
     assert manifest["shape_markers"] is True
     tagger = Tagger(tmp_path / "bundle", "fp32", device="cpu")
-    assert tagger.encoder.shape_markers
-    batch = tagger.encoder.collate(tagger.encoder.windows(CHECK_SENTENCES))
+    assert tagger.windower.shape_markers
+    batch = tagger.windower.collate(tagger.windower.windows(CHECK_SENTENCES))
     with torch.no_grad():
         ref = model(**to_torch(batch)).numpy()
     mask = batch.word_mask.astype(bool)
     np.testing.assert_allclose(tagger.emit(batch)[mask], ref[mask], atol=1e-4, rtol=1e-4)
-    expected = predict_tokens(model, config.word_encoder(tokenizer), CHECK_SENTENCES)
+    expected = predict_tokens(model, config.windower(tokenizer), CHECK_SENTENCES)
     assert [t.labels for t in tagger.tag_words(CHECK_SENTENCES)] == expected
     # the markers are in what the model sees: more pieces than without them
-    plain = base.config.word_encoder(tokenizer)
+    plain = base.config.windower(tokenizer)
     assert plain.collate(plain.windows(CHECK_SENTENCES)).attention_mask.sum() < batch.attention_mask.sum()

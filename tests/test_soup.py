@@ -29,7 +29,7 @@ def unseeded_tiny_backbone(monkeypatch):
     def build_model(config, *, pretrained=True):
         from ner_batch.models import tagger
 
-        config.encoder = tiny_encoder_config()
+        config.encoder_config = tiny_encoder_config()
         config.lstm_hidden = 16
         model = tagger.build_model(config, pretrained=False)
         built.append({k: v.detach().clone() for k, v in model.state_dict().items()})

@@ -7,7 +7,7 @@ import pytest
 
 from ner_batch.batching import BatchSettings
 from ner_batch.decode import Decoder
-from ner_batch.encoding import Batch, WordEncoder
+from ner_batch.encoding import Batch, Windower
 from ner_batch.labels import bio_spans
 from ner_batch.tagging import SentenceTagger
 
@@ -15,10 +15,10 @@ LABELS = ["O", "B-HackOrg", "I-HackOrg", "B-Tool", "I-Tool"]
 ENTITY = ["Lazarus", "Group", "Alpha"]
 
 
-def context_free_emitter(encoder: WordEncoder, scores: dict[str, int], mark_edges: bool = False):
+def context_free_emitter(windower: Windower, scores: dict[str, int], mark_edges: bool = False):
     """A fake model: each word's emission depends on its first piece only; with ``mark_edges``
     the first and last word of every window get B-Tool, as a model short of context might."""
-    by_piece = {encoder.tokenizer.token_to_id(w.lower()): label for w, label in scores.items()}
+    by_piece = {windower.tokenizer.token_to_id(w.lower()): label for w, label in scores.items()}
 
     def emit(batch: Batch) -> np.ndarray:
         b, w = batch.word_index.shape
@@ -38,41 +38,41 @@ def context_free_emitter(encoder: WordEncoder, scores: dict[str, int], mark_edge
 
 
 @pytest.fixture(scope="module")
-def small_encoder(tokenizer):
-    return WordEncoder(tokenizer.backend_tokenizer, max_length=24, overlap=8)
+def small_windower(tokenizer):
+    return Windower(tokenizer.backend_tokenizer, max_length=24, overlap=8)
 
 
 @pytest.mark.parametrize("crf", [False, True])
-def test_an_entity_planted_at_every_position_around_window_borders_comes_out_whole(small_encoder, crf):
-    emit = context_free_emitter(small_encoder, {"lazarus": 1, "group": 2, "alpha": 2})
+def test_an_entity_planted_at_every_position_around_window_borders_comes_out_whole(small_windower, crf):
+    emit = context_free_emitter(small_windower, {"lazarus": 1, "group": 2, "alpha": 2})
     crf_params = None
     if crf:
         n = len(LABELS)
         crf_params = {"transitions": np.zeros((n, n), np.float32), "start": np.zeros(n, np.float32), "end": np.zeros(n, np.float32)}
-    tagger = SentenceTagger(small_encoder, emit, Decoder(LABELS, crf_params), BatchSettings(max_batch=3))
+    tagger = SentenceTagger(small_windower, emit, Decoder(LABELS, crf_params), BatchSettings(max_batch=3))
     filler = [f"w{i}" for i in range(80)]
-    borders = {w.word_end for w in small_encoder.windows([filler + ENTITY])[:-1]}
-    borders |= {w.word_start for w in small_encoder.windows([filler + ENTITY])[1:]}
+    borders = {w.word_end for w in small_windower.windows([filler + ENTITY])[:-1]}
+    borders |= {w.word_start for w in small_windower.windows([filler + ENTITY])[1:]}
     positions = sorted({p for b in borders for p in range(b - 4, b + 2) if 0 <= p <= len(filler)})
     assert len(positions) > 10
     sentences = [filler[:p] + ENTITY + filler[p:] for p in positions]
-    assert all(len(small_encoder.windows([s])) >= 3 for s in sentences)
+    assert all(len(small_windower.windows([s])) >= 3 for s in sentences)
     for p, result in zip(positions, tagger.tag(sentences)):
         assert bio_spans(result.labels) == [(p, p + 3, "HackOrg")], p
 
 
-def test_words_take_their_emissions_away_from_window_edges(small_encoder):
-    tagger = SentenceTagger(small_encoder, context_free_emitter(small_encoder, {}, mark_edges=True), Decoder(LABELS))
+def test_words_take_their_emissions_away_from_window_edges(small_windower):
+    tagger = SentenceTagger(small_windower, context_free_emitter(small_windower, {}, mark_edges=True), Decoder(LABELS))
     sentence = [f"w{i}" for i in range(120)]
-    assert len(small_encoder.windows([sentence])) > 4
+    assert len(small_windower.windows([sentence])) > 4
     [result] = tagger.tag([sentence])
     inner = result.labels[1:-1]  # the sentence's own first and last words have only one window
     assert inner == ["O"] * len(inner)
 
 
-def test_batched_equals_one_by_one_and_sentence_order_is_kept(small_encoder):
-    emit = context_free_emitter(small_encoder, {"lazarus": 1, "group": 2, "alpha": 2}, mark_edges=True)
-    tagger = SentenceTagger(small_encoder, emit, Decoder(LABELS), BatchSettings(token_budget=64, max_batch=2))
+def test_batched_equals_one_by_one_and_sentence_order_is_kept(small_windower):
+    emit = context_free_emitter(small_windower, {"lazarus": 1, "group": 2, "alpha": 2}, mark_edges=True)
+    tagger = SentenceTagger(small_windower, emit, Decoder(LABELS), BatchSettings(token_budget=64, max_batch=2))
     rng = np.random.default_rng(0)
     sentences = [[f"w{j}" for j in range(int(n))] + ENTITY for n in rng.integers(0, 70, size=15)]
     together = tagger.tag(sentences)
@@ -81,8 +81,8 @@ def test_batched_equals_one_by_one_and_sentence_order_is_kept(small_encoder):
         assert alone.labels == r.labels and len(r.labels) == len(s)
 
 
-def test_empty_input_and_empty_sentence(small_encoder):
-    tagger = SentenceTagger(small_encoder, context_free_emitter(small_encoder, {}), Decoder(LABELS))
+def test_empty_input_and_empty_sentence(small_windower):
+    tagger = SentenceTagger(small_windower, context_free_emitter(small_windower, {}), Decoder(LABELS))
     assert tagger.tag([]) == []
     [empty, one] = tagger.tag([[], ["w"]])
     assert empty.labels == [] and one.labels == ["O"]

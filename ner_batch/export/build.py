@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from ..batching import BatchSettings, plan_batches
 from ..cpu import cpu_info
 from ..data.conll import Sentence
-from ..encoding import WordEncoder
+from ..encoding import Windower
 from ..evaluation import score
 from ..models.ensemble import EnsembleTagger
 from ..models.tagger import WordTagger
@@ -60,11 +60,11 @@ def evaluate_tagger(tagger: Tagger, sentences: Sequence[Sentence], unseen: Seque
     return score([s.labels for s in sentences], [p.labels for p in pred], unseen)
 
 
-def calibration_batches(encoder: WordEncoder, sentences: Sequence[Sequence[str]], batching: BatchSettings | None = None) -> list[dict]:
+def calibration_batches(windower: Windower, sentences: Sequence[Sequence[str]], batching: BatchSettings | None = None) -> list[dict]:
     """Graph inputs for static int8 calibration, batched as the runtime batches."""
     batching = batching or BatchSettings()
-    windows = encoder.windows(sentences)
-    return [encoder.collate([windows[i] for i in idx]).inputs()
+    windows = windower.windows(sentences)
+    return [windower.collate([windows[i] for i in idx]).inputs()
             for idx in plan_batches(windows, batching.token_budget, batching.max_batch)]
 
 
@@ -107,7 +107,7 @@ def build_bundle(
     tmp.mkdir(parents=True)
     started = time.time()
 
-    encoder = cfg.word_encoder(tokenizer)
+    windower = cfg.windower(tokenizer)
     tokenizer.backend_tokenizer.save(str(tmp / fmt.TOKENIZER))
     (tmp / fmt.LABELS).write_text(json.dumps(cfg.labels, indent=1) + "\n")
     params = model.decoder_params()
@@ -115,8 +115,8 @@ def build_bundle(
         (tmp / fmt.CRF).write_text(json.dumps({k: v.tolist() for k, v in params.items()}) + "\n")
 
     sentences = list(check_sentences or FALLBACK_SENTENCES)
-    windows = encoder.windows(sentences)
-    traced = encoder.collate(windows[:2])
+    windows = windower.windows(sentences)
+    traced = windower.collate(windows[:2])
     fp32 = export_onnx(model, traced, tmp / fmt.VARIANT_FILES["fp32"])
     batches = check_batches(windows, CHECK_BATCH_SIZES)
     # Every check batch differs from the traced one in batch size or length.
@@ -126,18 +126,18 @@ def build_bundle(
     log(f"exported {fp32.name}: traced at batch {traced.input_ids.shape[0]} x {traced.input_ids.shape[1]} tokens; "
         f"checking at {[(len(b), max(w.n_tokens for w in b)) for b in batches]}")
 
-    checks: dict[str, Any] = {"fp32": check_export(model, fp32, encoder, batches, tolerance)}
+    checks: dict[str, Any] = {"fp32": check_export(model, fp32, windower, batches, tolerance)}
     log(f"  fp32 check: max |ORT - PyTorch| = {checks['fp32']['max_abs_diff']:.2e}")
     variant_info: dict[str, Any] = {"fp32": {}}
     if "opt" in variants:
-        fused = optimize_fp32(fp32, tmp / fmt.VARIANT_FILES["opt"], cfg.encoder, encoders)
-        checks["opt"] = check_export(model, tmp / fmt.VARIANT_FILES["opt"], encoder, batches, tolerance)
+        fused = optimize_fp32(fp32, tmp / fmt.VARIANT_FILES["opt"], cfg.encoder_config, encoders)
+        checks["opt"] = check_export(model, tmp / fmt.VARIANT_FILES["opt"], windower, batches, tolerance)
         variant_info["opt"] = {"fused_operators": fused}
         log(f"  opt check: max diff {checks['opt']['max_abs_diff']:.2e}; fused {fused}")
     if "int8" in variants:
-        calib = calibration_batches(encoder, list(calibration or sentences))
+        calib = calibration_batches(windower, list(calibration or sentences))
         info = quantize_int8_static(fp32, tmp / fmt.VARIANT_FILES["int8"], calib, reduce_range=INT8_REDUCE_RANGE)
-        diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["int8"], encoder, batches)
+        diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["int8"], windower, batches)
         checks["int8"] = {"max_abs_diff": diff, "tolerance": None, "batches": rows, "note": "quantized: judged by F1, not by tolerance"}
         variant_info["int8"] = {"quantized_from": fp32.name, **info}
         log(f"  int8 (static): max diff {diff:.3f} (judged by F1); {info['quantized_matmuls']} MatMuls quantized")
@@ -145,15 +145,15 @@ def build_bundle(
         # Quantized from the plain graph: ONNX Runtime then fuses the int8 ops at load, which ran
         # faster here (306 vs 259 sentences/s on one core) than quantizing the fused graph.
         quantize_int8_dynamic(fp32, tmp / fmt.VARIANT_FILES["int8-dynamic"])
-        diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["int8-dynamic"], encoder, batches)
+        diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["int8-dynamic"], windower, batches)
         checks["int8-dynamic"] = {"max_abs_diff": diff, "tolerance": None, "batches": rows, "note": "quantized: judged by F1, not by tolerance"}
         variant_info["int8-dynamic"] = {"quantized_from": fp32.name, "method": "dynamic (activation scales per batch)"}
         log(f"  int8-dynamic: max diff {diff:.3f} (judged by F1)")
     if "fp16" in variants:
-        convert_fp16(fp32, tmp / fmt.VARIANT_FILES["fp16"], cfg.encoder, encoders)
+        convert_fp16(fp32, tmp / fmt.VARIANT_FILES["fp16"], cfg.encoder_config, encoders)
         variant_info["fp16"] = {"device": "cuda"}
         try:
-            diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["fp16"], encoder, batches)
+            diff, rows = max_abs_diff(model, tmp / fmt.VARIANT_FILES["fp16"], windower, batches)
             checks["fp16"] = {"max_abs_diff": diff, "tolerance": None, "batches": rows, "note": "run on CPU; not verified on CUDA"}
         except Exception as exc:  # ONNX Runtime's CPU provider lacks some fp16 kernels
             checks["fp16"] = {"max_abs_diff": None, "note": f"unverified: could not run on CPU ({type(exc).__name__})"}
@@ -170,7 +170,7 @@ def build_bundle(
         "format_version": fmt.FORMAT_VERSION,
         "head": cfg.head,
         "backbone": cfg.backbone,
-        "encoder_type": cfg.encoder.get("model_type"),
+        "encoder_type": cfg.encoder_config.get("model_type"),
         "max_length": cfg.max_length,
         "shape_markers": cfg.shape_markers,
         "label_scheme": "BIO",

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..encoding import Window, WordEncoder
+from ..encoding import Window, Windower
 from ..models.tagger import WordTagger
 from ..runtime.session import EmissionModel
 from .graph import OUTPUT_NAME
@@ -30,14 +30,14 @@ def check_batches(windows: Sequence[Window], batch_sizes: Sequence[int]) -> list
 
 
 def max_abs_diff(
-    model: WordTagger, onnx_path: str | Path, encoder: WordEncoder, batches: Sequence[Sequence[Window]]
+    model: WordTagger, onnx_path: str | Path, windower: Windower, batches: Sequence[Sequence[Window]]
 ) -> tuple[float, list[dict]]:
     """Largest |ORT - PyTorch| over the real words of every batch, and a row per batch."""
     ort_model = EmissionModel(onnx_path, device="cpu", say=lambda m: None)
     worst, rows = 0.0, []
     model.eval()
     for windows in batches:
-        batch = encoder.collate(windows)
+        batch = windower.collate(windows)
         with torch.no_grad():
             ref = model(**{k: torch.from_numpy(v) for k, v in batch.inputs().items()}).numpy()
         got = ort_model(batch.inputs())
@@ -51,10 +51,10 @@ def max_abs_diff(
 
 
 def check_export(
-    model: WordTagger, onnx_path: str | Path, encoder: WordEncoder, batches: Sequence[Sequence[Window]], tolerance: float
+    model: WordTagger, onnx_path: str | Path, windower: Windower, batches: Sequence[Sequence[Window]], tolerance: float
 ) -> dict:
     """Raise :class:`ExportCheckError` when the difference exceeds ``tolerance``."""
-    worst, rows = max_abs_diff(model, onnx_path, encoder, batches)
+    worst, rows = max_abs_diff(model, onnx_path, windower, batches)
     if not worst <= tolerance:  # also catches NaN
         where = max(rows, key=lambda r: r["max_abs_diff"])
         raise ExportCheckError(

@@ -25,18 +25,18 @@ class TaggerConfig:
     lstm_hidden: int = 256
     lstm_bidirectional: bool = True
     shape_markers: bool = False  # a marker piece after Capitalized / ALLCAPS / mIxed / alphanumeric words (encoding.py)
-    encoder: dict[str, Any] = dataclasses.field(default_factory=dict)  # the encoder's HF config
+    encoder_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # the HF config of the transformer encoder
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"expected head to be one of {HEADS}, got {self.head!r}")
         self.labels = validate_labels(self.labels, where="tagger labels")
 
-    def word_encoder(self, tokenizer):
-        """The WordEncoder this model was trained with (``tokenizer``: a HF fast tokenizer)."""
-        from ..encoding import WordEncoder
+    def windower(self, tokenizer):
+        """The Windower this model was trained with (``tokenizer``: a HF fast tokenizer)."""
+        from ..encoding import Windower
 
-        return WordEncoder(tokenizer.backend_tokenizer, self.max_length, shape_markers=self.shape_markers)
+        return Windower(tokenizer.backend_tokenizer, self.max_length, shape_markers=self.shape_markers)
 
     @property
     def num_labels(self) -> int:
@@ -51,5 +51,7 @@ class TaggerConfig:
         if not path.is_file():
             raise FileNotFoundError(f"expected a trained model in {directory}, found no {CONFIG_FILE}")
         data = json.loads(path.read_text())
+        if "encoder" in data and "encoder_config" not in data:  # tagger.json written before the field's rename
+            data["encoder_config"] = data.pop("encoder")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -14,7 +14,7 @@ Its ``forward`` takes and returns what :class:`~ner_batch.models.tagger.WordTagg
 (the four arrays of a batch in, word emissions ``(B, W, L)`` out), so it exports to an ONNX
 graph of the same inputs and output, and the runtime tags with it unchanged; it costs one
 encoder per member. Members must agree on head, labels, shape markers and window length, so
-that one word encoder feeds all of them.
+that one windower feeds all of them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch import nn
 from .config import ENSEMBLE_FILE
 from .tagger import WordTagger
 
-#: What members must share, so that one word encoder and one decoder serve them all.
+#: What members must share, so that one windower and one decoder serve them all.
 SHARED = ("head", "labels", "shape_markers", "max_length")
 
 

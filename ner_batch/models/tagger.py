@@ -74,7 +74,7 @@ class WordTagger(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.config.encoder = self.encoder.config.to_dict()
+        self.config.encoder_config = self.encoder.config.to_dict()
         self.config.save(directory)
         (directory / LABELS_FILE).write_text(json.dumps(self.config.labels, indent=1) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -85,20 +85,20 @@ class WordTagger(nn.Module):
 
 def build_model(config: TaggerConfig, *, pretrained: bool = True) -> WordTagger:
     """A tagger with the backbone's pretrained encoder, or (``pretrained=False``) one
-    built from ``config.encoder`` with random weights, e.g. for tests or before loading."""
+    built from ``config.encoder_config`` with random weights, e.g. for tests or before loading."""
     if pretrained:
         encoder = load_encoder(config.backbone)
     else:
         from transformers import AutoConfig, AutoModel
 
-        enc_cfg = dict(config.encoder)
+        enc_cfg = dict(config.encoder_config)
         model_type = enc_cfg.pop("model_type", None)
         if model_type is None:
             raise ValueError("expected the encoder config to name its model_type, found none")
         encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **enc_cfg))
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None
-    config.encoder = encoder.config.to_dict()
+    config.encoder_config = encoder.config.to_dict()
     return WordTagger(config, encoder)
 
 

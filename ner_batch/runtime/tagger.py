@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from ..batching import BatchSettings
 from ..cpu import cpu_info
 from ..decode import Decoder
-from ..encoding import WordEncoder
+from ..encoding import Windower
 from ..tagging import SentenceTagger, SentenceTags
 from .bundle import Bundle, BundleError
 from .session import EmissionModel
@@ -41,8 +41,8 @@ class Tagger(SentenceTagger):
         dim = self.model.session.get_outputs()[0].shape[-1]
         if isinstance(dim, int) and dim != len(labels):
             raise BundleError(f"{self.bundle.path}: expected the graph to emit {len(labels)} labels (labels.json), got {dim}")
-        encoder = WordEncoder.from_dir(self.bundle.path, self.bundle.max_length, shape_markers=self.bundle.shape_markers)
-        super().__init__(encoder, lambda batch: self.model(batch.inputs()), Decoder(labels, self.bundle.crf), batching)
+        windower = Windower.from_dir(self.bundle.path, self.bundle.max_length, shape_markers=self.bundle.shape_markers)
+        super().__init__(windower, lambda batch: self.model(batch.inputs()), Decoder(labels, self.bundle.crf), batching)
         if variant.startswith("int8") and say is not None:
             note = cpu_mismatch(self.bundle, variant)
             if note:

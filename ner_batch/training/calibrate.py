@@ -103,7 +103,7 @@ def calibrate_run(
     if splits is None:
         splits = {name: load_split(data, name)[0] for name in ("train", "valid", "test")}
     train_s, valid_s = splits["train"], splits["valid"]
-    encoder = model.config.word_encoder(tokenizer)
+    windower = model.config.windower(tokenizer)
     o = model.config.labels.index(LABEL)
     model.eval()
 
@@ -128,7 +128,7 @@ def calibrate_run(
         shifted[..., o] += state["shift"]
         return shifted
 
-    tagger = SentenceTagger(encoder, emit, Decoder(model.config.labels, model.decoder_params() or None))
+    tagger = SentenceTagger(windower, emit, Decoder(model.config.labels, model.decoder_params() or None))
     words = [s.tokens for s in valid_s]
     key = SELECT_SCORES[select]
     entries, results = [], {}
@@ -144,7 +144,7 @@ def calibrate_run(
     entries.sort(key=lambda e: e["shift"])
     chosen = _choose(entries, key)
     model.shift_label(LABEL, chosen["shift"])
-    final = save_and_score(model, tokenizer, encoder, out, results[chosen["shift"]], splits,
+    final = save_and_score(model, tokenizer, windower, out, results[chosen["shift"]], splits,
                            f"chosen O {chosen['shift']:+.2f} (on {select})", log)
     settings = dict(metrics["settings"])
     earlier = (settings.get("calibrate") or {}).get("shift", 0.0)

@@ -63,7 +63,7 @@ def teacher_targets(teachers: Sequence, sentences: Sequence[Sentence], temperatu
     """Mean over teachers of ``softmax(emissions / T)`` for every word of ``sentences``.
 
     Returns (N, L) float32, N the words of all sentences in order, L the labels. Each teacher
-    reads the sentences with its own word encoder (its own markers), one sentence per window
+    reads the sentences with its own windower (its own markers), one sentence per window
     set, as the runtime does.
     """
     from .trainer import sentence_tagger
@@ -71,7 +71,7 @@ def teacher_targets(teachers: Sequence, sentences: Sequence[Sentence], temperatu
     words = [s.tokens for s in sentences]
     total: np.ndarray | None = None
     for model, tokenizer in teachers:
-        tagger = sentence_tagger(model, model.config.word_encoder(tokenizer))  # the path training scores valid with
+        tagger = sentence_tagger(model, model.config.windower(tokenizer))  # the path training scores valid with
         per_sentence = tagger.emissions(tagger.plan(words))  # each: (n_words, L)
         logits = np.concatenate(per_sentence, axis=0) if per_sentence else np.zeros((0, len(model.config.labels)), np.float32)
         probs = np.exp(log_softmax(logits / temperature))  # shape: (N, L)

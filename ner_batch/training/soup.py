@@ -58,7 +58,7 @@ def check_ingredients(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
         fields = _tagger_fields(Path(run) / "best")
         for key in sorted(set(first_fields) | set(fields)):
             if first_fields.get(key) != fields.get(key):
-                what = "its encoder config" if key == "encoder" else f"{first_fields.get(key)!r} vs {fields.get(key)!r}"
+                what = "its encoder config" if key == "encoder_config" else f"{first_fields.get(key)!r} vs {fields.get(key)!r}"
                 raise RunError(f"expected runs of one model definition, but {run} differs from {first} in {key} ({what})")
         if m["settings"].get("seed") != metrics[0]["settings"].get("seed"):
             raise RunError(
@@ -121,13 +121,13 @@ def make_soup(
         model, tok = load_model(Path(run) / "best")
         models.append(model)
         tokenizer = tokenizer or tok
-    encoder = models[0].config.word_encoder(tokenizer)
+    windower = models[0].config.windower(tokenizer)
     soup = models[0]  # holds the averaged weights as they are tried
     states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
 
     def scored(members: Sequence[int]) -> dict[str, Any]:
         soup.load_state_dict(average_states([states[i] for i in members]))
-        return evaluate_model(soup, encoder, valid_s, train_s)
+        return evaluate_model(soup, windower, valid_s, train_s)
 
     ingredients = []
     for i, run in enumerate(runs):  # each run alone, scored here with the same code as the soup
@@ -155,7 +155,7 @@ def make_soup(
     for i, ing in enumerate(ingredients):
         ing["in_soup"] = i in members
     soup.load_state_dict(average_states([states[i] for i in members]))
-    final = save_and_score(soup, tokenizer, encoder, Path(out_dir), valid, splits,
+    final = save_and_score(soup, tokenizer, windower, Path(out_dir), valid, splits,
                            f"soup of {len(members)} of {len(runs)} runs ({recipe}, on {select})", log)
     settings = dict(metrics[members[0]]["settings"])
     settings["soup"] = {"recipe": recipe, "select": select, "runs": [str(runs[i]) for i in members]}

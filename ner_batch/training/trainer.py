@@ -26,7 +26,7 @@ import torch
 
 from ..data.conll import Sentence, label_list
 from ..data.dnrti import data_dir, load_split, unseen_mask
-from ..encoding import Batch, Window, WordEncoder
+from ..encoding import Batch, Window, Windower
 from ..evaluation import mention_texts, new_name_recall, score
 from ..models import TaggerConfig, WordTagger, build_model
 from ..models.backbone import load_tokenizer
@@ -110,9 +110,9 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_examples(encoder: WordEncoder, sentences: Sequence[Sentence], label2id: dict[str, int]) -> list[Example]:
+def make_examples(windower: Windower, sentences: Sequence[Sentence], label2id: dict[str, int]) -> list[Example]:
     """One example per window; a sentence longer than the window gives several."""
-    windows = encoder.windows([s.tokens for s in sentences])
+    windows = windower.windows([s.tokens for s in sentences])
     return [Example(w, [label2id[t] for t in sentences[w.sentence].labels[w.word_start : w.word_end]]) for w in windows]
 
 
@@ -120,9 +120,9 @@ class WordStream:
     """The training sentences as one stream of words in file order (DNRTI keeps a report's
     sentences together), with each word's pieces, label id and the end of its sentence."""
 
-    def __init__(self, encoder: WordEncoder, sentences: Sequence[Sentence], label2id: dict[str, int]):
-        self.encoder = encoder
-        self.pieces = [p for sent in encoder.word_pieces([s.tokens for s in sentences]) for p in sent]
+    def __init__(self, windower: Windower, sentences: Sequence[Sentence], label2id: dict[str, int]):
+        self.windower = windower
+        self.pieces = [p for sent in windower.word_pieces([s.tokens for s in sentences]) for p in sent]
         self.tags = [label2id[t] for s in sentences for t in s.labels]
         self.sentence_end: list[int] = []
         for s in sentences:
@@ -138,12 +138,12 @@ class WordStream:
         current sentence (the whole sentence, or the part after a cut), as one-sentence
         inputs do. With ``context_share=0`` this is exactly one window per sentence.
         """
-        enc, out, pos, n = self.encoder, [], 0, len(self.pieces)
+        windower, out, pos, n = self.windower, [], 0, len(self.pieces)
         while pos < n:
             if context_share > 0 and rng.random() < context_share:
-                w = enc.window(len(out), pos, self.pieces, rng.randint(min(min_pieces, enc.budget), enc.budget))
+                w = windower.window(len(out), pos, self.pieces, rng.randint(min(min_pieces, windower.budget), windower.budget))
             else:
-                w = enc.window(len(out), pos, self.pieces, enc.budget, stop=self.sentence_end[pos])
+                w = windower.window(len(out), pos, self.pieces, windower.budget, stop=self.sentence_end[pos])
             out.append(Example(w, self.tags[w.word_start : w.word_end]))
             pos = w.word_end
         return out
@@ -184,7 +184,7 @@ def tag_tensor(examples: Sequence[Example], width: int) -> torch.Tensor:
     return out
 
 
-def sentence_tagger(model: WordTagger, encoder: WordEncoder) -> SentenceTagger:
+def sentence_tagger(model: WordTagger, windower: Windower) -> SentenceTagger:
     """The runtime's tagging path (windows, stitching, NumPy decoding) over PyTorch emissions
     (of a WordTagger or an EnsembleTagger: the same forward and decoder_params)."""
     model.eval()
@@ -193,12 +193,12 @@ def sentence_tagger(model: WordTagger, encoder: WordEncoder) -> SentenceTagger:
     def emit(batch: Batch) -> np.ndarray:
         return model(**to_torch(batch)).float().numpy()
 
-    return SentenceTagger(encoder, emit, Decoder(model.config.labels, model.decoder_params() or None))
+    return SentenceTagger(windower, emit, Decoder(model.config.labels, model.decoder_params() or None))
 
 
-def predict_tokens(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+def predict_tokens(model: WordTagger, windower: Windower, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
     """Predicted labels for pre-split sentences with a PyTorch model."""
-    return [t.labels for t in sentence_tagger(model, encoder).tag(sentences)]
+    return [t.labels for t in sentence_tagger(model, windower).tag(sentences)]
 
 
 class InitError(ValueError):
@@ -223,8 +223,8 @@ def load_init(settings: TrainSettings) -> tuple[WordTagger, Any]:
     return model, tokenizer
 
 
-def evaluate_model(model: WordTagger, encoder: WordEncoder, sentences: Sequence[Sentence], train: Sequence[Sentence] | None) -> dict[str, Any]:
-    return score_predictions(sentences, predict_tokens(model, encoder, [s.tokens for s in sentences]), train)
+def evaluate_model(model: WordTagger, windower: Windower, sentences: Sequence[Sentence], train: Sequence[Sentence] | None) -> dict[str, Any]:
+    return score_predictions(sentences, predict_tokens(model, windower, [s.tokens for s in sentences]), train)
 
 
 def score_predictions(sentences: Sequence[Sentence], pred: Sequence[Sequence[str]], train: Sequence[Sentence] | None) -> dict[str, Any]:
@@ -239,13 +239,13 @@ def score_predictions(sentences: Sequence[Sentence], pred: Sequence[Sequence[str
 
 
 @torch.no_grad()
-def mean_loss(model: WordTagger, encoder: WordEncoder, examples: Sequence[Example], batch_size: int = 64) -> float:
+def mean_loss(model: WordTagger, windower: Windower, examples: Sequence[Example], batch_size: int = 64) -> float:
     model.eval()
     total, n = 0.0, 0
     ordered = sorted(examples, key=lambda e: e.window.n_tokens)
     for i in range(0, len(ordered), batch_size):
         chunk = ordered[i : i + batch_size]
-        batch = encoder.collate([e.window for e in chunk])
+        batch = windower.collate([e.window for e in chunk])
         loss = model.loss(to_torch(batch), tag_tensor(chunk, batch.word_mask.shape[1]))
         total += loss.item() * len(chunk)
         n += len(chunk)
@@ -405,15 +405,15 @@ def train(
     logfile = (out / "train.log").open("w")
     logfile.write("".join(line + "\n" for line in pending))
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
-    encoder = model.config.word_encoder(tokenizer)
+    windower = model.config.windower(tokenizer)
     data_seed = settings.seed if settings.data_seed is None else settings.data_seed
     if data_seed != settings.seed:  # the same initial weights as --seed alone, another path from them
         torch.manual_seed(data_seed)
 
     augment = settings.augment
     pool = mention_pool(train_s) if augment.active else {}
-    stream = None if augment.active else WordStream(encoder, train_s, label2id)
-    valid_ex = make_examples(encoder, valid_s, label2id)
+    stream = None if augment.active else WordStream(windower, train_s, label2id)
+    valid_ex = make_examples(windower, valid_s, label2id)
     rng = random.Random(data_seed)
     targets = None
     if settings.teachers:
@@ -426,7 +426,7 @@ def train(
     plan = []  # every epoch's batches, drawn up front so that the schedule knows the step count
     for _ in range(settings.epochs):
         if augment.active:  # mentions rewritten afresh each epoch
-            stream = WordStream(encoder, augment_all(train_s, pool, augment, rng), label2id)
+            stream = WordStream(windower, augment_all(train_s, pool, augment, rng), label2id)
         epoch_ex = stream.examples(rng, settings.context_share)
         plan.append((len(epoch_ex), bucketed_batches(epoch_ex, settings.batch_size, rng, max_tokens=settings.batch_tokens)))
     total_steps = sum(len(b) for _, b in plan)
@@ -447,7 +447,7 @@ def train(
         total, seen = 0.0, 0
         bar = tqdm(plan[epoch - 1][1], desc=f"epoch {epoch}/{settings.epochs}", disable=not progress, leave=False)
         for chunk in bar:
-            batch = encoder.collate([e.window for e in chunk])
+            batch = windower.collate([e.window for e in chunk])
             inputs, tags = to_torch(batch), tag_tensor(chunk, batch.word_mask.shape[1])
             if targets is None:
                 loss = model.loss(inputs, tags)
@@ -470,10 +470,10 @@ def train(
         bar.close()
         entry: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1)}
         if average is not None:  # the trained weights too, so that one run scores both
-            entry["trained_weights"] = _valid_entry(evaluate_model(model, encoder, valid_s, splits["train"]))
+            entry["trained_weights"] = _valid_entry(evaluate_model(model, windower, valid_s, splits["train"]))
         with average.applied(model) if average is not None else contextlib.nullcontext():
-            valid = evaluate_model(model, encoder, valid_s, splits["train"])
-            entry.update(valid_loss=mean_loss(model, encoder, valid_ex), **_valid_entry(valid), seconds=time.time() - t0)
+            valid = evaluate_model(model, windower, valid_s, splits["train"])
+            entry.update(valid_loss=mean_loss(model, windower, valid_ex), **_valid_entry(valid), seconds=time.time() - t0)
             improved = entry[select_key] > best_score
             if improved:
                 best_score, best_epoch, stale = entry[select_key], epoch, 0
@@ -498,9 +498,9 @@ def train(
     from ..models.tagger import load_model
 
     best, _ = load_model(out / "best")
-    final: dict[str, Any] = {"valid": evaluate_model(best, encoder, valid_s, splits["train"])}
+    final: dict[str, Any] = {"valid": evaluate_model(best, windower, valid_s, splits["train"])}
     if splits.get("test"):
-        final["test"] = evaluate_model(best, encoder, splits["test"], splits["train"])
+        final["test"] = evaluate_model(best, windower, splits["test"], splits["train"])
         say(f"best epoch {best_epoch}: valid F1 {final['valid']['f1']*100:.2f}  test F1 {final['test']['f1']*100:.2f}  "
             f"test unseen F1 {final['test']['unseen']['f1']*100:.2f}  "
             f"test new-name recall {final['test']['new_names']['new']['recall']*100:.2f}")
@@ -541,14 +541,14 @@ def write_metrics(out: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def save_and_score(model: WordTagger, tokenizer, encoder: WordEncoder, out: Path, valid: dict[str, Any],
+def save_and_score(model: WordTagger, tokenizer, windower: Windower, out: Path, valid: dict[str, Any],
                    splits: dict[str, list], what: str, log: Callable[[str], None]) -> dict[str, Any]:
     """Save a model made from trained ones (a soup, a calibrated run) to ``out/best``, score
     test once, and log one line: ``{"valid": valid, "test": ...}`` (no test without test sentences)."""
     model.save(Path(out) / "best", tokenizer)
     final: dict[str, Any] = {"valid": valid}
     if splits.get("test"):
-        final["test"] = evaluate_model(model, encoder, splits["test"], splits["train"])
+        final["test"] = evaluate_model(model, windower, splits["test"], splits["train"])
     log(f"{what}: valid F1 {valid['f1']*100:.2f}  valid unseen F1 {valid['unseen']['f1']*100:.2f}"
         + (f"  test F1 {final['test']['f1']*100:.2f}  test unseen F1 {final['test']['unseen']['f1']*100:.2f}"
            if "test" in final else ""))
