@@ -222,7 +222,7 @@ def calibrate(run_dirs, out_dir, data, grid, select, threads) -> None:
               help="A second tagger to compare with on the same sentences: a run directory (or saved ensemble) or a "
                    "bundle (a directory with manifest.json; same --variant and --device). Adds the difference in F1 "
                    "and its bootstrap interval, whole split and unseen part.")
-@click.option("--bootstrap", "rounds", type=click.IntRange(0, 100_000), default=1000, show_default=True,
+@click.option("--bootstrap", "rounds", type=click.IntRange(0, 10_000), default=1000, show_default=True,
               help="Resamples of the split's sentences (with replacement, unseen and seen apart, seed 0) for the "
                    "95% intervals of F1 and of the difference to --against; 0: no intervals.")
 def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict, join, confusions, against, rounds) -> None:

@@ -147,5 +147,6 @@ def test_evaluate_against_something_else_is_one_line(tmp_path, tiny_bundles):
     res = runner.invoke(main, ["evaluate", "--bundle", crf, "--against", str(empty), "--data", str(data)])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert res.output.strip().splitlines()[-1] == f"Error: expected a trained model in {empty}, found no tagger.json (is the run finished?)"
-    res = runner.invoke(main, ["evaluate", "--bundle", crf, "--data", str(data), "--bootstrap", "-1"])
-    assert res.exit_code == 2 and "--bootstrap" in res.output
+    for rounds in ("-1", "10001"):  # a huge count would hold rounds x sentences weights in memory
+        res = runner.invoke(main, ["evaluate", "--bundle", crf, "--data", str(data), "--bootstrap", rounds])
+        assert res.exit_code == 2 and "--bootstrap" in res.output and "0<=x<=10000" in res.output
