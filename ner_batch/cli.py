@@ -253,11 +253,13 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     gold = [s.labels for s in sents]
     mask = unseen_mask(sents, train_sents)
     result = {"split": split, "join": join, **score(gold, pred, mask)}
+    from .runtime.bundle import MANIFEST
+
     other = None
-    against_bundle = against is not None and (Path(against) / "manifest.json").is_file()
+    against_bundle = against is not None and (Path(against) / MANIFEST).is_file()
     if against is not None:
-        other, _, other_source = _predict_split([] if against_bundle else [Path(against)], against if against_bundle else None,
-                                                variant, device, joined, tokens)
+        runs, bundle = ([], against) if against_bundle else ([Path(against)], None)
+        other, _, other_source = _predict_split(runs, bundle, variant, device, joined, tokens)
         result["against"] = {"source": other_source, **score(gold, other, mask)}
     if rounds:
         result["bootstrap"] = bootstrap(span_counts(gold, pred), mask if any(mask) else None,

@@ -116,8 +116,10 @@ def bootstrap(counts: np.ndarray, unseen: Sequence[bool] | None = None, against:
     scores higher).
     """
     counts = np.asarray(counts, dtype=np.int64)  # shape: (S, 3)
-    if against is not None and np.shape(against) != counts.shape:
-        raise ValueError(f"expected the compared tagger's counts for {len(counts)} sentences, got {np.shape(against)}")
+    if against is not None:
+        against = np.asarray(against, dtype=np.int64)  # shape: (S, 3)
+        if against.shape != counts.shape:
+            raise ValueError(f"expected the compared tagger's counts for {len(counts)} sentences, got {against.shape}")
     mask = np.zeros(len(counts), dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool)  # shape: (S,)
     weights = resample_weights(mask, rounds, seed)  # shape: (R, S)
     tails = [(1.0 - level) / 2.0, 1.0 - (1.0 - level) / 2.0]
@@ -130,7 +132,7 @@ def bootstrap(counts: np.ndarray, unseen: Sequence[bool] | None = None, against:
         f1 = f1_of(w @ counts[part])  # shape: (R,)
         entry: dict[str, Any] = {"f1": float(f1_of(counts[part].sum(0))), "interval": np.quantile(f1, tails).tolist()}
         if against is not None:
-            other = np.asarray(against, dtype=np.int64)[part]  # shape: (S_part, 3)
+            other = against[part]  # shape: (S_part, 3)
             diff = f1 - f1_of(w @ other)  # shape: (R,)
             entry["difference"] = {"f1": entry["f1"] - float(f1_of(other.sum(0))),
                                    "interval": np.quantile(diff, tails).tolist(), "above_zero": float(np.mean(diff > 0))}
