@@ -57,6 +57,10 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--layer-decay", type=float, default=1.0, show_default=True,
               help="Layer-wise learning-rate decay: each encoder layer below the top one trains at this times the "
                    "lr of the layer above (embeddings lowest), e.g. 0.8; 1: one encoder lr.")
+@click.option("--freeze-word-embeddings", is_flag=True, default=False,
+              help="Keep the encoder's word-piece embeddings as pre-trained (the shape markers' rows still train), so "
+                   "names seen in training and new ones enter the encoder alike and the layers above learn the types "
+                   "from context.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--warmup", type=float, default=0.1, show_default=True, help="Share of steps spent warming up.")
 @click.option("--dropout", type=float, default=0.1, show_default=True)

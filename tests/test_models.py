@@ -13,7 +13,7 @@ from ner_batch.evaluation import score
 from ner_batch.models.crf import reverse_padded
 from ner_batch.models.tagger import load_model
 from ner_batch.training.trainer import (
-    LayerDecayError, TrainSettings, build_optimizer, encoder_depths, make_examples, predict_tokens, tag_tensor, to_torch, train,
+    LayerDecayError, TrainSettings, build_optimizer, encoder_depths, freeze_word_embeddings, make_examples, predict_tokens, tag_tensor, to_torch, train,
 )
 
 LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
@@ -155,6 +155,50 @@ def test_training_with_rewrites_and_shape_markers_records_valid_unseen_per_epoch
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["settings"]
     assert saved["mention_replace"] == 0.5 and saved["shape_markers"] is True
     assert TaggerConfig.load(tmp_path / "run" / "best").shape_markers is True
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_frozen_word_embeddings_stay_as_pretrained_but_the_shape_markers_rows_train(tmp_path, tokenizer, head):
+    import dataclasses
+
+    from ner_batch.models import build_model
+    from ner_batch.models.tagger import load_model
+
+    model = build_model(dataclasses.replace(make_tiny_model(head).config, shape_markers=True), pretrained=False)
+    before = model.encoder.get_input_embeddings().weight.detach().clone()  # shape: (vocab, hidden)
+    layer_before = {n: p.detach().clone() for n, p in model.named_parameters() if ".layer.1." in n}
+    settings = TrainSettings(head=head, epochs=2, lr=3e-3, head_lr=3e-3, batch_size=2, shape_markers=True,
+                             freeze_word_embeddings=True, warmup=0.0, weight_decay=0.5)  # decay would move every row
+    log: list[str] = []
+    splits = {"train": tiny_sentences() * 3, "valid": tiny_sentences(), "test": tiny_sentences()}
+    train(settings, tmp_path / "run", model=model, tokenizer=tokenizer, splits=splits, progress=False, log=log.append)
+    assert "word-piece embeddings frozen (shape markers' rows train)" in "\n".join(log)
+    saved, _ = load_model(tmp_path / "run" / "best")
+    after = saved.encoder.get_input_embeddings().weight.detach()
+    markers = model.config.windower(tokenizer).marker_ids
+    used = [i for i in markers if not torch.equal(after[i], before[i])]
+    assert used, "no shape marker's row trained"  # the tiny sentences are Capitalized: marker 1 at least
+    others = torch.ones(len(before), dtype=torch.bool)
+    others[markers] = False
+    assert torch.equal(after[others], before[others])  # every other row exactly as it was
+    moved = [n for n, p in saved.named_parameters() if n in layer_before and not torch.equal(p.detach(), layer_before[n])]
+    assert moved, "the layers above the embeddings did not train"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["settings"]["freeze_word_embeddings"] is True
+
+
+def test_frozen_word_embeddings_without_markers_leave_the_optimizer_and_decay_stays_off_frozen_rows():
+    model = make_tiny_model("crf")
+    weight = freeze_word_embeddings(model)
+    assert weight.requires_grad is False
+    opt, _ = build_optimizer(model, TrainSettings(head="crf", warmup=0.0), 10)
+    assert all(p is not weight for g in opt.param_groups for p in g["params"])
+    marked = make_tiny_model("crf")
+    weight = freeze_word_embeddings(marked, [1, 2])
+    opt, _ = build_optimizer(marked, TrainSettings(head="crf", warmup=0.0), 10)
+    (group,) = [g for g in opt.param_groups if any(p is weight for p in g["params"])]
+    assert group["weight_decay"] == 0.0
+    weight.sum().backward()
+    assert weight.grad[[1, 2]].eq(1).all() and weight.grad[3:].eq(0).all() and weight.grad[0].eq(0).all()
 
 
 def test_encoder_depths_count_layers_down_from_the_top():

@@ -46,6 +46,7 @@ class TrainSettings:
     lr: float = 1e-4  # encoder
     head_lr: float = 1e-3  # LSTM, emission layer and CRF
     layer_decay: float = 1.0  # encoder lr times this per layer below the top one (embeddings lowest); 1: one lr
+    freeze_word_embeddings: bool = False  # word-piece embeddings keep their pre-trained values (shape markers' rows train)
     batch_size: int = 16
     warmup: float = 0.1  # share of steps
     weight_decay: float = 0.01
@@ -282,6 +283,27 @@ def encoder_names(model: WordTagger) -> dict[str, str]:
             if p.requires_grad and name.startswith("encoder.")}
 
 
+def freeze_word_embeddings(model: WordTagger, trainable_ids: Sequence[int] = ()) -> torch.nn.Parameter:
+    """Keep the encoder's word-piece embeddings at their pre-trained values, except the rows
+    ``trainable_ids`` (the shape markers: vocabulary the pre-trained model never used).
+
+    A name seen in training and a new one then enter the encoder as the pre-training left
+    them; what tells their types apart has to be learnt above the embeddings, from the words
+    around them. The rows are held by zeroing their gradient (AdamW then never moves them:
+    its moments stay zero) and :func:`build_optimizer` exempts the matrix from weight decay.
+    Without trainable rows the matrix simply stops requiring a gradient. Returns it.
+    """
+    weight = model.encoder.get_input_embeddings().weight  # shape: (vocab, hidden)
+    if not trainable_ids:
+        weight.requires_grad_(False)
+        return weight
+    keep = torch.zeros(weight.shape[0], 1, dtype=weight.dtype)  # shape: (vocab, 1)
+    keep[list(trainable_ids)] = 1.0
+    weight.register_hook(lambda grad: grad * keep)
+    weight.frozen_rows = True  # read by build_optimizer: no weight decay on rows meant to stay
+    return weight
+
+
 def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int):
     """AdamW with one group per learning rate and weight decay: the head at ``head_lr``; the
     encoder at ``lr``, or with ``layer_decay`` < 1 at ``lr * layer_decay ** depth`` (depth as in
@@ -298,7 +320,8 @@ def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int
             lr = settings.lr * settings.layer_decay ** depths.get(own_name[name], 0)
         else:
             lr = settings.head_lr
-        groups.setdefault((lr, not any(nd in name for nd in no_decay)), []).append(p)
+        decay = not any(nd in name for nd in no_decay) and not getattr(p, "frozen_rows", False)
+        groups.setdefault((lr, decay), []).append(p)
     param_groups = [
         {"params": ps, "lr": lr, "weight_decay": settings.weight_decay if decay else 0.0}
         for (lr, decay), ps in groups.items()
@@ -406,6 +429,8 @@ def train(
     logfile.write("".join(line + "\n" for line in pending))
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
     windower = model.config.windower(tokenizer)
+    if settings.freeze_word_embeddings:
+        freeze_word_embeddings(model, windower.marker_ids)
     data_seed = settings.seed if settings.data_seed is None else settings.data_seed
     if data_seed != settings.seed:  # the same initial weights as --seed alone, another path from them
         torch.manual_seed(data_seed)
@@ -436,6 +461,8 @@ def train(
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
         f"name mask {settings.name_mask}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
         + (f", encoder lr x{settings.layer_decay} per layer down" if settings.layer_decay < 1.0 else "")
+        + (", word-piece embeddings frozen" + (" (shape markers' rows train)" if windower.marker_ids else "")
+           if settings.freeze_word_embeddings else "")
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else ""))
 
     history: list[dict[str, Any]] = []
