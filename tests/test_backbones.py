@@ -56,3 +56,26 @@ def test_distilbert_encoder_exports_with_parity(tmp_path, tokenizer, windower):
         ref = model(**{k: torch.from_numpy(v) for k, v in batch.inputs().items()}).numpy()
     mask = batch.word_mask.astype(bool)
     np.testing.assert_allclose(tagger.emit(batch)[mask], ref[mask], atol=1e-4)
+
+
+def test_frozen_word_embeddings_of_a_distilbert_checkpoint_stay_as_saved(tmp_path, tokenizer):
+    """--freeze-word-embeddings finds the word-piece matrix through the HF model, whatever its own name for it."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from ner_batch.models.tagger import load_model
+
+    ckpt = tmp_path / "tiny-distilbert"
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64)).save_pretrained(ckpt)
+    tokenizer.save_pretrained(ckpt)
+    before = DistilBertModel.from_pretrained(ckpt).embeddings.word_embeddings.weight.detach().clone()
+    data = write_tiny_data(tmp_path / "data")
+    res = CliRunner().invoke(main, ["train", "--head", "softmax", "--backbone", str(ckpt), "--data", str(data), "--out",
+                                    str(tmp_path / "run"), "--epochs", "2", "--lr", "3e-3", "--batch-size", "2",
+                                    "--freeze-word-embeddings"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "word-piece embeddings frozen" in (tmp_path / "run" / "train.log").read_text()
+    model, _ = load_model(tmp_path / "run" / "best")
+    assert torch.equal(model.encoder.get_input_embeddings().weight.detach(), before)
+    assert not torch.equal(model.encoder.embeddings.position_embeddings.weight.detach(),
+                           DistilBertModel.from_pretrained(ckpt).embeddings.position_embeddings.weight.detach())
