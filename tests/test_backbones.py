@@ -68,7 +68,7 @@ def test_frozen_word_embeddings_of_a_distilbert_checkpoint_stay_as_saved(tmp_pat
     torch.manual_seed(0)
     DistilBertModel(DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64)).save_pretrained(ckpt)
     tokenizer.save_pretrained(ckpt)
-    before = DistilBertModel.from_pretrained(ckpt).embeddings.word_embeddings.weight.detach().clone()
+    saved = DistilBertModel.from_pretrained(ckpt).embeddings
     data = write_tiny_data(tmp_path / "data")
     res = CliRunner().invoke(main, ["train", "--head", "softmax", "--backbone", str(ckpt), "--data", str(data), "--out",
                                     str(tmp_path / "run"), "--epochs", "2", "--lr", "3e-3", "--batch-size", "2",
@@ -76,6 +76,6 @@ def test_frozen_word_embeddings_of_a_distilbert_checkpoint_stay_as_saved(tmp_pat
     assert res.exit_code == 0, res.output
     assert "word-piece embeddings frozen" in (tmp_path / "run" / "train.log").read_text()
     model, _ = load_model(tmp_path / "run" / "best")
-    assert torch.equal(model.encoder.get_input_embeddings().weight.detach(), before)
+    assert torch.equal(model.encoder.get_input_embeddings().weight.detach(), saved.word_embeddings.weight.detach())
     assert not torch.equal(model.encoder.embeddings.position_embeddings.weight.detach(),
-                           DistilBertModel.from_pretrained(ckpt).embeddings.position_embeddings.weight.detach())
+                           saved.position_embeddings.weight.detach())

@@ -162,7 +162,6 @@ def test_frozen_word_embeddings_stay_as_pretrained_but_the_shape_markers_rows_tr
     import dataclasses
 
     from ner_batch.models import build_model
-    from ner_batch.models.tagger import load_model
 
     model = build_model(dataclasses.replace(make_tiny_model(head).config, shape_markers=True), pretrained=False)
     before = model.encoder.get_input_embeddings().weight.detach().clone()  # shape: (vocab, hidden)
@@ -194,7 +193,7 @@ def test_frozen_word_embeddings_without_markers_leave_the_optimizer_and_decay_st
     assert all(p is not weight for g in opt.param_groups for p in g["params"])
     marked = make_tiny_model("crf")
     weight = freeze_word_embeddings(marked, [1, 2])
-    opt, _ = build_optimizer(marked, TrainSettings(head="crf", warmup=0.0), 10)
+    opt, _ = build_optimizer(marked, TrainSettings(head="crf", warmup=0.0, freeze_word_embeddings=True), 10)
     (group,) = [g for g in opt.param_groups if any(p is weight for p in g["params"])]
     assert group["weight_decay"] == 0.0
     weight.sum().backward()

@@ -290,8 +290,9 @@ def freeze_word_embeddings(model: WordTagger, trainable_ids: Sequence[int] = ())
     A name seen in training and a new one then enter the encoder as the pre-training left
     them; what tells their types apart has to be learnt above the embeddings, from the words
     around them. The rows are held by zeroing their gradient (AdamW then never moves them:
-    its moments stay zero) and :func:`build_optimizer` exempts the matrix from weight decay.
-    Without trainable rows the matrix simply stops requiring a gradient. Returns it.
+    its moments stay zero); :func:`build_optimizer`, given ``freeze_word_embeddings``, exempts
+    the matrix from weight decay. Without trainable rows the matrix simply stops requiring a
+    gradient. Returns it.
     """
     weight = model.encoder.get_input_embeddings().weight  # shape: (vocab, hidden)
     if not trainable_ids:
@@ -300,7 +301,6 @@ def freeze_word_embeddings(model: WordTagger, trainable_ids: Sequence[int] = ())
     keep = torch.zeros(weight.shape[0], 1, dtype=weight.dtype)  # shape: (vocab, 1)
     keep[list(trainable_ids)] = 1.0
     weight.register_hook(lambda grad: grad * keep)
-    weight.frozen_rows = True  # read by build_optimizer: no weight decay on rows meant to stay
     return weight
 
 
@@ -314,13 +314,15 @@ def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int
     params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     own_name = encoder_names(model)
     depths = encoder_depths(list(own_name.values())) if settings.layer_decay < 1.0 else {}
+    # frozen word pieces: decay would move the rows their zeroed gradient holds
+    held = model.encoder.get_input_embeddings().weight if settings.freeze_word_embeddings else None
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, p in params:
         if name in own_name:
             lr = settings.lr * settings.layer_decay ** depths.get(own_name[name], 0)
         else:
             lr = settings.head_lr
-        decay = not any(nd in name for nd in no_decay) and not getattr(p, "frozen_rows", False)
+        decay = not any(nd in name for nd in no_decay) and p is not held
         groups.setdefault((lr, decay), []).append(p)
     param_groups = [
         {"params": ps, "lr": lr, "weight_decay": settings.weight_decay if decay else 0.0}
