@@ -63,7 +63,11 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
                    "from context.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--warmup", type=float, default=0.1, show_default=True, help="Share of steps spent warming up.")
-@click.option("--dropout", type=float, default=0.1, show_default=True)
+@click.option("--dropout", type=float, default=0.1, show_default=True,
+              help="Dropout of the head (on the encoder's word vectors, and after the LSTM for crf).")
+@click.option("--encoder-dropout", type=float, default=None,
+              help="Dropout inside the encoder during training: its embeddings, hidden states and attention "
+                   "[default: the backbone's own, 0.1 for MiniLM]. Tagging is unaffected.")
 @click.option("--max-length", type=int, default=256, show_default=True,
               help="Word pieces per window; longer sentences are split at word boundaries, never truncated.")
 @click.option("--lstm-hidden", type=int, default=256, show_default=True)
@@ -117,7 +121,7 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
 
     from .training.distill import TeacherError
     from .training.runs import RunError
-    from .training.trainer import InitError, LayerDecayError, TrainSettings, train as run_train
+    from .training.trainer import InitError, BackboneSettingError, TrainSettings, train as run_train
 
     if threads:
         torch.set_num_threads(threads)
@@ -127,8 +131,8 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
         raise click.UsageError(str(exc)) from None
     try:
         metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
-    except (InitError, LayerDecayError, TeacherError, RunError, FileNotFoundError) as exc:  # no DNRTI at --data, an
-        raise click.ClickException(str(exc)) from None  # --init or --teacher that cannot be used, --layer-decay without layers
+    except (InitError, BackboneSettingError, TeacherError, RunError, FileNotFoundError) as exc:  # no DNRTI at --data, an
+        raise click.ClickException(str(exc)) from None  # --init or --teacher that cannot be used, --layer-decay or --encoder-dropout the encoder cannot honour
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))
 
 

@@ -13,7 +13,7 @@ from ner_batch.evaluation import score
 from ner_batch.models.crf import reverse_padded
 from ner_batch.models.tagger import load_model
 from ner_batch.training.trainer import (
-    LayerDecayError, TrainSettings, build_optimizer, encoder_depths, freeze_word_embeddings, make_examples, predict_tokens, tag_tensor, to_torch, train,
+    BackboneSettingError, TrainSettings, build_optimizer, encoder_depths, freeze_word_embeddings, make_examples, predict_tokens, tag_tensor, to_torch, train,
 )
 
 LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
@@ -207,7 +207,7 @@ def test_encoder_depths_count_layers_down_from_the_top():
     distil = ["embeddings.position_embeddings.weight", "transformer.layer.0.ffn.lin1.weight",
               "transformer.layer.5.ffn.lin1.weight"]
     assert encoder_depths(distil) == {distil[0]: 6, distil[1]: 5, distil[2]: 0}
-    with pytest.raises(LayerDecayError, match="expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, "
+    with pytest.raises(BackboneSettingError, match="expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, "
                                          "found none among 2"):
         encoder_depths(["blocks.0.w", "blocks.1.w"])
 
@@ -267,3 +267,65 @@ def test_train_refuses_layer_decay_on_an_encoder_without_layer_names_in_one_line
     assert len(err) == 1 and "expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, found none" in err[0]
     assert "use --layer-decay 1" in err[0]
     assert not (tmp_path / "run").exists()  # refused before the run directory (and its train.log) is made
+
+
+def _encoder_dropouts(encoder) -> set[float]:
+    """Every dropout rate inside an encoder: its nn.Dropout modules and SDPA attention's float."""
+    rates = {m.p for m in encoder.modules() if isinstance(m, torch.nn.Dropout)}
+    return rates | {m.dropout_prob for m in encoder.modules() if isinstance(getattr(m, "dropout_prob", None), float)}
+
+
+def test_encoder_dropout_sets_every_dropout_of_bert_and_distilbert_encoders():
+    from transformers import DistilBertConfig, DistilBertModel, T5Config, T5EncoderModel
+
+    from ner_batch.models.backbone import set_encoder_dropout
+
+    bert = make_tiny_model("crf").encoder  # hidden and attention dropout 0.0
+    assert _encoder_dropouts(bert) == {0.0}
+    assert set_encoder_dropout(bert, 0.3) > 2 * 2  # embeddings + per layer: attention output, FFN output (+ eager attention)
+    assert _encoder_dropouts(bert) == {0.3}
+    assert bert.config.hidden_dropout_prob == 0.3 and bert.config.attention_probs_dropout_prob == 0.3
+    distil = DistilBertModel(DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64))
+    set_encoder_dropout(distil, 0.25)
+    assert _encoder_dropouts(distil) == {0.25}
+    assert distil.config.dropout == 0.25 and distil.config.attention_dropout == 0.25
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    bert.train()
+    assert not torch.equal(bert(input_ids=ids).last_hidden_state, bert(input_ids=ids).last_hidden_state)  # it samples
+    bert.eval()
+    assert torch.equal(bert(input_ids=ids).last_hidden_state, bert(input_ids=ids).last_hidden_state)  # tagging: none
+    t5 = T5EncoderModel(T5Config(vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2))
+    with pytest.raises(ValueError, match=r"expected the encoder's config to hold its dropout rates \(hidden_dropout_prob / "
+                                         r"attention_probs_dropout_prob / dropout / attention_dropout\), found none in model "
+                                         r"type 't5'; train without --encoder-dropout"):
+        set_encoder_dropout(t5, 0.2)
+
+
+def test_training_with_encoder_dropout_records_it_and_the_backbone_default_is_left_alone(tmp_path, tokenizer):
+    splits = {"train": tiny_sentences() * 2, "valid": tiny_sentences(), "test": tiny_sentences()}
+    log: list[str] = []
+    settings = TrainSettings(head="crf", epochs=1, batch_size=2, warmup=0.0, encoder_dropout=0.3)
+    train(settings, tmp_path / "run", model=make_tiny_model("crf"), tokenizer=tokenizer, splits=splits, progress=False,
+          log=log.append)
+    assert ", encoder dropout 0.3" in "\n".join(log)
+    saved = json.loads((tmp_path / "run" / "best" / "tagger.json").read_text())["encoder_config"]
+    assert saved["hidden_dropout_prob"] == 0.3 and saved["attention_probs_dropout_prob"] == 0.3
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["settings"]["encoder_dropout"] == 0.3
+    train(TrainSettings(head="crf", epochs=1, batch_size=2, warmup=0.0), tmp_path / "plain", model=make_tiny_model("crf"),
+          tokenizer=tokenizer, splits=splits, progress=False, log=log.append)
+    plain = json.loads((tmp_path / "plain" / "best" / "tagger.json").read_text())["encoder_config"]
+    assert plain["hidden_dropout_prob"] == 0.0  # the encoder's own rate, untouched without the setting
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", "-0.1"])
+def test_train_refuses_an_encoder_dropout_out_of_range_in_one_line(tmp_path, value):
+    from click.testing import CliRunner
+
+    from ner_batch.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
+                                    "--encoder-dropout", value])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"expected --encoder-dropout from 0 up to (not including) 1, e.g. 0.2, got {float(value)}" \
+        in " ".join(res.output.split())
+    assert not (tmp_path / "run").exists()

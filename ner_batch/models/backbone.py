@@ -40,6 +40,37 @@ def load_tokenizer(name: str):
     return tok
 
 
+#: HF config fields that hold the encoder's dropout rates: BERT-style (BERT, RoBERTa, MiniLM, SecBERT) and DistilBERT.
+ENCODER_DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+
+
+def set_encoder_dropout(encoder, rate: float) -> int:
+    """Set every dropout inside a HF encoder to ``rate``: on its embeddings, hidden states and
+    attention weights (``hidden_dropout_prob`` / ``attention_probs_dropout_prob`` of BERT-style
+    configs, ``dropout`` / ``attention_dropout`` of DistilBERT). The config fields change with the
+    modules, so the saved config says what the model trained with; the SDPA attention's own
+    ``dropout_prob`` changes too. Inference (eval mode) is unaffected. Returns the number of
+    ``nn.Dropout`` modules set.
+    """
+    from torch import nn
+
+    config = encoder.config
+    fields = [f for f in ENCODER_DROPOUT_FIELDS if isinstance(getattr(config, f, None), float)]
+    if not fields:
+        raise ValueError(f"expected the encoder's config to hold its dropout rates ({' / '.join(ENCODER_DROPOUT_FIELDS)}), "
+                         f"found none in model type {getattr(config, 'model_type', '?')!r}; train without --encoder-dropout")
+    for f in fields:
+        setattr(config, f, rate)
+    count = 0
+    for module in encoder.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = rate
+            count += 1
+        elif isinstance(getattr(module, "dropout_prob", None), float):  # SDPA attention reads this float, no module
+            module.dropout_prob = rate
+    return count
+
+
 def load_encoder(name: str):
     """Pretrained encoder weights (``AutoModel``) for a backbone, without a pooler."""
     from transformers import AutoModel

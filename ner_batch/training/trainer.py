@@ -29,7 +29,7 @@ from ..data.dnrti import data_dir, load_split, unseen_mask
 from ..encoding import Batch, Window, Windower
 from ..evaluation import mention_texts, new_name_recall, score
 from ..models import TaggerConfig, WordTagger, build_model
-from ..models.backbone import load_tokenizer
+from ..models.backbone import load_tokenizer, set_encoder_dropout
 from ..decode import Decoder
 from ..tagging import SentenceTagger
 from .augment import AugmentSettings, augment_all, mention_pool
@@ -50,7 +50,8 @@ class TrainSettings:
     batch_size: int = 16
     warmup: float = 0.1  # share of steps
     weight_decay: float = 0.01
-    dropout: float = 0.1
+    dropout: float = 0.1  # the head's (before the LSTM / classifier)
+    encoder_dropout: float | None = None  # every dropout inside the encoder (None: the backbone's own, 0.1 for MiniLM)
     max_length: int = 256
     lstm_hidden: int = 256
     lstm_bidirectional: bool = True
@@ -79,6 +80,8 @@ class TrainSettings:
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning "
                              f"rate), got {self.layer_decay}")
+        if self.encoder_dropout is not None and not 0.0 <= self.encoder_dropout < 1.0:
+            raise ValueError(f"expected --encoder-dropout from 0 up to (not including) 1, e.g. 0.2, got {self.encoder_dropout}")
         if self.select not in SELECT_SCORES:
             raise ValueError(f"expected --select to be one of {', '.join(SELECT_SCORES)}, got {self.select!r}")
         self.teachers = tuple(str(t) for t in self.teachers)
@@ -253,8 +256,9 @@ def mean_loss(model: WordTagger, windower: Windower, examples: Sequence[Example]
     return total / max(n, 1)
 
 
-class LayerDecayError(ValueError):
-    """--layer-decay below 1 for an encoder whose layers it cannot find by name."""
+class BackboneSettingError(ValueError):
+    """A setting the encoder's architecture cannot honour: --layer-decay below 1 where no layer is
+    found by name, --encoder-dropout where the config names no dropout rate."""
 
 
 LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")  # BERT's encoder.layer.N, DistilBERT's transformer.layer.N
@@ -265,12 +269,12 @@ def encoder_depths(names: Sequence[str]) -> dict[str, int]:
     without the ``encoder.`` prefix of WordTagger): 0 for the top transformer layer and for
     anything above it, L for the embeddings of an L-layer encoder.
 
-    Raises LayerDecayError when no name holds a layer index (an architecture whose layers are
+    Raises BackboneSettingError when no name holds a layer index (an architecture whose layers are
     named otherwise), since a decay would then silently do nothing.
     """
     layers = {name: int(m.group(1)) for name in names if (m := LAYER_INDEX.search(name))}
     if not layers:
-        raise LayerDecayError("expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, found none "
+        raise BackboneSettingError("expected encoder parameters named like 'encoder.layer.N.' for --layer-decay, found none "
                               f"among {len(names)} (e.g. {', '.join(list(names)[:3])}); use --layer-decay 1")
     n_layers = max(layers.values()) + 1
     return {name: (n_layers if "embeddings" in name else n_layers - 1 - layers[name] if name in layers else 0)
@@ -426,6 +430,12 @@ def train(
             raise ValueError(f"expected the data's labels among the model's {len(model.config.labels)}, found {extra} too")
     if settings.layer_decay < 1.0:  # refused before anything is written
         encoder_depths(list(encoder_names(model).values()))
+    if settings.encoder_dropout is not None:  # also refused before anything is written
+        try:
+            set_encoder_dropout(model.encoder, settings.encoder_dropout)
+        except ValueError as exc:
+            raise BackboneSettingError(str(exc)) from None
+        model.config.encoder_config = model.encoder.config.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     logfile = (out / "train.log").open("w")
     logfile.write("".join(line + "\n" for line in pending))
@@ -463,6 +473,7 @@ def train(
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
         f"name mask {settings.name_mask}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
         + (f", encoder lr x{settings.layer_decay} per layer down" if settings.layer_decay < 1.0 else "")
+        + (f", encoder dropout {settings.encoder_dropout}" if settings.encoder_dropout is not None else "")
         + (", word-piece embeddings frozen" + (" (shape markers' rows train)" if windower.marker_ids else "")
            if settings.freeze_word_embeddings else "")
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else ""))
