@@ -233,17 +233,20 @@ def test_layer_decay_gives_each_encoder_layer_its_learning_rate(head):
     assert sorted({g["lr"] for g in plain.param_groups}) == [1e-3, 5e-3]
 
 
-@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
-def test_train_refuses_a_layer_decay_out_of_range_in_one_line(tmp_path, value):
+@pytest.mark.parametrize("flag, value, expected", [
+    *[("--layer-decay", v, "expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning rate), got {}")
+      for v in ("0", "1.5", "-0.2")],
+    *[("--encoder-dropout", v, "expected --encoder-dropout from 0 up to (not including) 1, e.g. 0.2, got {}")
+      for v in ("1", "1.5", "-0.1")],
+])
+def test_train_refuses_an_encoder_setting_out_of_range_in_one_line(tmp_path, flag, value, expected):
     from click.testing import CliRunner
 
     from ner_batch.cli import main
 
-    res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
-                                    "--layer-decay", value])
+    res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path), flag, value])
     assert res.exit_code == 2 and "Traceback" not in res.output
-    assert f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning rate), got {float(value)}" \
-        in " ".join(res.output.split())
+    assert expected.format(float(value)) in " ".join(res.output.split())
     assert not (tmp_path / "run").exists()
 
 
@@ -315,17 +318,3 @@ def test_training_with_encoder_dropout_records_it_and_the_backbone_default_is_le
           tokenizer=tokenizer, splits=splits, progress=False, log=log.append)
     plain = json.loads((tmp_path / "plain" / "best" / "tagger.json").read_text())["encoder_config"]
     assert plain["hidden_dropout_prob"] == 0.0  # the encoder's own rate, untouched without the setting
-
-
-@pytest.mark.parametrize("value", ["1", "1.5", "-0.1"])
-def test_train_refuses_an_encoder_dropout_out_of_range_in_one_line(tmp_path, value):
-    from click.testing import CliRunner
-
-    from ner_batch.cli import main
-
-    res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
-                                    "--encoder-dropout", value])
-    assert res.exit_code == 2 and "Traceback" not in res.output
-    assert f"expected --encoder-dropout from 0 up to (not including) 1, e.g. 0.2, got {float(value)}" \
-        in " ".join(res.output.split())
-    assert not (tmp_path / "run").exists()
