@@ -434,8 +434,7 @@ def train(
         try:
             set_encoder_dropout(model.encoder, settings.encoder_dropout)
         except ValueError as exc:
-            raise BackboneSettingError(str(exc)) from None
-        model.config.encoder_config = model.encoder.config.to_dict()
+            raise BackboneSettingError(str(exc)) from None  # WordTagger.save records the rates in tagger.json
     out.mkdir(parents=True, exist_ok=True)
     logfile = (out / "train.log").open("w")
     logfile.write("".join(line + "\n" for line in pending))
