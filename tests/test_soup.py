@@ -136,6 +136,26 @@ def test_runs_that_cannot_be_averaged_are_refused_in_one_line(tmp_path, tokenize
         check_ingredients([a, b])
 
 
+def test_runs_differing_only_in_training_settings_or_file_vintage_average(tmp_path, tokenizer):
+    """Ingredients are compared as load_model reads them: a tagger.json from before the
+    ``encoder`` -> ``encoder_config`` rename, other dropout rates (head and encoder) and other
+    HF bookkeeping (where and with which transformers) do not stop a soup; a real difference in
+    the encoder's shape does, in one line that does not dump the config."""
+    a, b = _tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2))
+    path = b / "best" / "tagger.json"
+    fields = json.loads(path.read_text())
+    enc = fields.pop("encoder_config")
+    enc.update(hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3, _name_or_path="/elsewhere", transformers_version="0")
+    fields.update(encoder=enc, dropout=0.5)  # the old key, other rates
+    path.write_text(json.dumps(fields))
+    assert len(check_ingredients([a, b])) == 2
+    enc["num_hidden_layers"] += 1
+    path.write_text(json.dumps(fields))
+    with pytest.raises(RunError) as err:
+        check_ingredients([a, b])
+    assert str(err.value) == f"expected runs of one model definition, but {b} differs from {a} in encoder_config (its encoder config)"
+
+
 def test_soup_options_are_checked_by_the_cli(tmp_path):
     res = CliRunner().invoke(main, ["soup", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o"), "--recipe", "mean"])
     assert res.exit_code == 2 and "'mean' is not one of 'greedy', 'uniform'" in res.output

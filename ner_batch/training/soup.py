@@ -18,7 +18,7 @@ Only valid is used to choose; test is scored once, on the final soup, and report
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -27,21 +27,29 @@ import torch
 
 from ..data.dnrti import load_split
 from ..models import WordTagger
-from ..models.config import CONFIG_FILE
+from ..models.backbone import ENCODER_DROPOUT_FIELDS
+from ..models.config import CONFIG_FILE, TaggerConfig
 from ..models.tagger import load_model
 from .runs import SELECT_SCORES, RunError, read_metrics
 
 RECIPES = ("uniform", "greedy")
-# tagger.json fields that may differ between ingredients: everything else must match.
+# tagger.json fields that may differ between ingredients: everything else must match. Dropout rates
+# (the head's, and the encoder's, --encoder-dropout) act only while training; the HF config's
+# bookkeeping says where and with which transformers a run was made, not what it computes.
 _FREE_FIELDS = ("dropout",)
+_FREE_ENCODER_FIELDS = ENCODER_DROPOUT_FIELDS + ("_name_or_path", "transformers_version")
 
 
 def _tagger_fields(best: Path) -> dict[str, Any]:
-    path = best / CONFIG_FILE
-    if not path.is_file():
-        raise RunError(f"expected a trained model in {best}, found no {CONFIG_FILE} (is the run finished?)")
-    fields = json.loads(path.read_text(encoding="utf-8"))
-    return {k: v for k, v in fields.items() if k not in _FREE_FIELDS}
+    """The model definition saved in ``best/tagger.json``, read the way load_model reads it (so a
+    tagger.json written before a field's rename compares equal), less the fields runs may differ in."""
+    try:
+        config = TaggerConfig.load(best)
+    except FileNotFoundError:
+        raise RunError(f"expected a trained model in {best}, found no {CONFIG_FILE} (is the run finished?)") from None
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _FREE_FIELDS}
+    fields["encoder_config"] = {k: v for k, v in fields["encoder_config"].items() if k not in _FREE_ENCODER_FIELDS}
+    return fields
 
 
 def check_ingredients(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
