@@ -94,6 +94,37 @@ def test_int8_is_static_qdq_of_the_encoder_matmuls_only(head, tiny_bundles):
     assert len(tagger.tag_words(CHECK_SENTENCES)) == len(CHECK_SENTENCES)
 
 
+def test_static_int8_calibration_in_pieces_of_rows_gives_the_same_scales(tiny_bundles, windower, tmp_path):
+    """Calibration batches reach ONNX Runtime a few rows at a time (its calibrator's memory grows
+    with the batch); the min/max scales are those of whole batches, and every row is fed once."""
+    from ner_batch.export.build import calibration_batches
+    from ner_batch.export.variants import CALIBRATION_ROWS, _Calibration, quantize_int8_static
+
+    path, _, manifest = tiny_bundles["crf"]
+    assert manifest["variants"]["int8"]["calibration_rows_per_run"] == CALIBRATION_ROWS
+    batches = calibration_batches(windower, CHECK_SENTENCES * 3)
+    assert max(len(b["input_ids"]) for b in batches) > 2  # else the pieces would be the batches
+    names = list(batches[0])
+    pieces = list(iter(_Calibration(batches, names, rows=2).get_next, None))
+    assert all(len(p["input_ids"]) <= 2 for p in pieces)
+    assert sum(len(p["input_ids"]) for p in pieces) == sum(len(b["input_ids"]) for b in batches)
+    assert [len(p["input_ids"]) for p in iter(_Calibration(batches, names).get_next, None)] == [len(b["input_ids"]) for b in batches]
+    with pytest.raises(ValueError, match="expected 0 .whole batches. or more rows per calibration run, got -1"):
+        _Calibration(batches, names, rows=-1)
+
+    scales = {}
+    for rows in (0, 1, 2):
+        out = tmp_path / f"int8-{rows}.onnx"
+        info = quantize_int8_static(path / "model.onnx", out, batches, rows=rows)
+        assert info["calibration_rows_per_run"] == (rows or "whole batches")
+        scales[rows] = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer
+                        if i.name.endswith(("_scale", "_zero_point"))}
+    assert scales[0] and scales[0].keys() == scales[1].keys() == scales[2].keys()
+    for name, whole in scales[0].items():
+        for rows in (1, 2):
+            np.testing.assert_allclose(scales[rows][name], whole, rtol=1e-5, atol=0, err_msg=name)
+
+
 def test_export_check_fails_naming_output_and_difference(tiny_bundles, tmp_path, windower):
     path, model, _ = tiny_bundles["softmax"]
     graph = onnx.load(str(path / "model.onnx"))
