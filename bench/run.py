@@ -307,8 +307,9 @@ class Bench:
     def ensembles(self, data: Data, default: Path, ensemble: Path, members: int) -> None:
         """A named ensemble bundle (export/<head>-xN, of ``members`` models) against the default bundle
         of its head, fp32 (fused) and int8, side by side (see :meth:`interleaved`): what its F1 costs in speed."""
+        source = json.loads((default / "manifest.json").read_text()).get("source_run")  # which run the row measures
         for variant in ("opt", "int8"):
-            rows = self.interleaved(data, "ensembles", {f"{default.name} (default)": default,
+            rows = self.interleaved(data, "ensembles", {f"{default.name} (default, from {source})": default,
                                                         f"{ensemble.name} (ensemble of {members})": ensemble}, variant)
             ratio = list(rows.values())[-1]["speed_vs_first"]
             log(f"ensembles {ensemble.name} {variant}: at {ratio:.3f} of {default.name}'s speed")
