@@ -664,7 +664,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     runs, export = Path(args.runs), Path(args.export)
-    for need in (runs / "softmax" / "best", runs / "crf" / "best", export / "softmax" / "manifest.json", export / "crf" / "manifest.json"):
+    # Every section but "ensembles" times the trained runs and their bundles; "ensembles" needs
+    # only the bundles it compares (export/<head> beside export/<head>-xN, per head).
+    heads_run = ("softmax", "crf") if set(args.sections) - {"ensembles"} else ()
+    for need in [p for h in heads_run for p in (runs / h / "best", export / h / "manifest.json")]:
         if not need.exists():
             print(f"bench: expected {need}; run `make train` and `make export` first", file=sys.stderr)
             return 2
@@ -672,7 +675,7 @@ def main(argv=None) -> int:
     # plain ones are kept beside them (<head>-plain), the peer comparison runs on the plain ones,
     # so that every system gets the same weights and the same input.
     run_of, bundle_of = {}, {}
-    for head in ("softmax", "crf"):
+    for head in heads_run:
         marked = json.loads((runs / head / "best" / "tagger.json").read_text()).get("shape_markers")
         plain = marked and (runs / f"{head}-plain" / "best").is_dir() and (export / f"{head}-plain" / "manifest.json").is_file()
         run_of[head] = runs / (f"{head}-plain" if plain else head)
@@ -732,6 +735,9 @@ def main(argv=None) -> int:
             named = {path: n for path, n in members.items() if n}
             if not named:
                 log(f"ensembles: no {head} ensemble bundle (export/{head}-xN); skipped")
+            if named and not (export / head / "manifest.json").is_file():
+                log(f"ensembles: no default {head} bundle (export/{head}) to compare {head}-xN with; skipped (make export)")
+                continue
             for ensemble, n in named.items():
                 bench.ensembles(data, export / head, ensemble, n)
 
