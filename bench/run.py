@@ -308,6 +308,7 @@ class Bench:
         """A named ensemble bundle (export/<head>-xN, of ``members`` models) against the default bundle
         of its head, fp32 (fused) and int8, side by side (see :meth:`interleaved`): what its F1 costs in speed."""
         source = json.loads((default / "manifest.json").read_text()).get("source_run")  # which run the row measures
+        source = shown(Path(source)) if isinstance(source, str) else f"{len(source or [])} runs"
         for variant in ("opt", "int8"):
             rows = self.interleaved(data, "ensembles", {f"{default.name} (default, from {source})": default,
                                                         f"{ensemble.name} (ensemble of {members})": ensemble}, variant)

@@ -125,8 +125,9 @@ def test_bench_markers_and_ensembles_sections_time_bundles_side_by_side(tmp_path
     assert "| section | system |" not in md and "Command: `bench/run.py --sections markers ensembles`" in md  # a partial run says so
     assert "markers: no crf bundle pair with and without shape markers; skipped" in res.stderr
     ens = [r for r in json.loads((out / "latest.json").read_text())["rows"] if r["section"] == "ensembles"]
+    source = json.loads((export / "softmax" / "manifest.json").read_text())["source_run"]  # the row names the run it times
     assert [r["system"] for r in ens] == [f"{name}, ner-batch {v}, 1 worker" for v in ("opt", "int8")
-                                          for name in ("softmax (default)", "softmax-x2 (ensemble of 2)")]
+                                          for name in (f"softmax (default, from {source})", "softmax-x2 (ensemble of 2)")]
     assert ens[0]["speed_vs_first"] == 1.0 and ens[1]["speed_vs_first"] > 0 and len(ens[1]["runs_s"]) == 5
     assert "| softmax-x2 (ensemble of 2), ner-batch int8, 1 worker | int8 |" in md
     assert "ensembles: no crf ensemble bundle (export/crf-xN); skipped" in res.stderr
