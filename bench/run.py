@@ -736,11 +736,11 @@ def main(argv=None) -> int:
             named = {path: n for path, n in members.items() if n}
             if not named:
                 log(f"ensembles: no {head} ensemble bundle (export/{head}-xN); skipped")
-            if named and not (export / head / "manifest.json").is_file():
+            elif not (export / head / "manifest.json").is_file():
                 log(f"ensembles: no default {head} bundle (export/{head}) to compare {head}-xN with; skipped (make export)")
-                continue
-            for ensemble, n in named.items():
-                bench.ensembles(data, export / head, ensemble, n)
+            else:
+                for ensemble, n in named.items():
+                    bench.ensembles(data, export / head, ensemble, n)
 
     from report import write_report
 
