@@ -156,8 +156,11 @@ def _model_job(threads: int, job):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Run directory for the averaged model, e.g. runs/crf (export it like any run).")
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
-@click.option("--recipe", type=click.Choice(["greedy", "uniform"]), default="greedy", show_default=True,
-              help="greedy: runs best first, each kept only if the soup's valid score does not drop; uniform: all.")
+@click.option("--recipe", type=click.Choice(["greedy", "uniform", "greedy-calibrated"]), default="greedy",
+              show_default=True,
+              help="greedy: runs best first, each kept only if the soup's valid score does not drop; uniform: all; "
+                   "greedy-calibrated: as greedy, each trial scored after its best 'O' shift (as `calibrate` "
+                   "chooses it), and the soup saved with that shift.")
 @click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid", show_default=True,
               help="The valid score that orders the runs and decides (greedy) which go in.")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")

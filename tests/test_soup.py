@@ -113,6 +113,40 @@ def test_a_greedy_soup_never_scores_below_its_best_run_on_valid(tmp_path, tokeni
         assert len(result["settings"]["soup"]["runs"]) == len(members)
 
 
+@pytest.mark.parametrize("head,grid", [("softmax", (-1.0, 0.0, 0.5)), ("crf", (-1.0, 0.0, 0.5)), ("crf", (0.5, 2.0))])
+def test_a_greedy_calibrated_soup_is_the_uniform_soup_of_its_runs_calibrated(tmp_path, tokenizer, head, grid):
+    """Oracle: the runs it keeps, souped uniformly and calibrated by `calibrate`, give the same shift and scores.
+    (A grid without 0 forces a shift, so the folded bias is checked too.)"""
+    from ner_batch.training.calibrate import calibrate_run
+
+    runs = _tiny_runs(tmp_path, tokenizer, head=head)
+    lines = []
+    result = make_soup(runs, tmp_path / "gc", recipe="greedy-calibrated", grid=grid, splits=_splits(), log=lines.append)
+    kept = result["settings"]["soup"]["runs"]
+    assert kept and len(lines) >= len(runs) + 2  # each run alone, the start, one line per trial, the result
+    assert sum(" added" in line or "left out" in line for line in lines) == len(runs) - 1
+    if len(kept) > 1:
+        make_soup(kept, tmp_path / "u", recipe="uniform", splits=_splits(), log=lambda _: None)
+    oracle = calibrate_run(tmp_path / "u" if len(kept) > 1 else kept[0], tmp_path / "uc", grid=grid, splits=_splits(),
+                           log=lambda _: None)
+    assert result["settings"]["calibrate"]["shift"] == oracle["settings"]["calibrate"]["shift"]
+    mine, theirs = _weights(tmp_path / "gc"), _weights(tmp_path / "uc")  # the same weights, shifted bias included
+    assert mine.keys() == theirs.keys() and all(torch.allclose(mine[k], theirs[k], atol=1e-6) for k in mine)
+    for split in ("valid", "test"):
+        assert result[split]["f1"] == pytest.approx(oracle[split]["f1"], abs=1e-9), split
+    # the saved model carries the shift: it re-scores to the recorded valid F1 (calibration folded in)
+    from ner_batch.training.trainer import evaluate_model
+
+    model, tok = load_model(tmp_path / "gc" / "best")
+    again = evaluate_model(model, model.config.windower(tok), _splits()["valid"], _splits()["train"])
+    assert again["f1"] == pytest.approx(result["valid"]["f1"], abs=1e-9)
+    assert ", O " in format_runs([run_row(tmp_path / "gc")])
+    # it never scores below its first run calibrated alone on valid
+    first = calibrate_run(runs[[str(r) for r in runs].index(kept[0])], tmp_path / "first", grid=grid,
+                          splits=_splits(), log=lambda _: None)
+    assert result["valid"]["f1"] >= first["valid"]["f1"]
+
+
 def test_runs_that_cannot_be_averaged_are_refused_in_one_line(tmp_path, tokenizer):
     a, b = _tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2))
     (other_seed,) = _tiny_runs(tmp_path, tokenizer, data_seeds=(1,), seed=14)

@@ -11,7 +11,7 @@ Shifting the "O" emission by ``delta`` moves that balance: ``delta > 0`` tags fe
 The shift is chosen on valid only (``--select``), from a grid, by decoding the same valid
 emissions (computed once) with each shift; test is scored once, on the result. Folded into
 the bias, it changes no graph, size or speed: the bundle exports and tags as before.
-Torch is imported inside :func:`calibrate_run` only, so the CLI reads the grid without it.
+Torch is imported inside the functions only, so the CLI reads the grid without it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
-def _choose(entries: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+def choose_shift(entries: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
     """The entry with the highest ``key``; among equals the smallest |shift| (closest to the model as trained)."""
     return max(entries, key=lambda e: (e[key], -abs(e["shift"])))
 
@@ -71,13 +71,9 @@ def calibrate_run(
     Given several runs, the shift is chosen for their output ensemble (the shift added to its
     averaged emissions), and ``out_dir/best`` is the ensemble with every member shifted by it
     (models/ensemble.py): a model directory that ``export`` and ``evaluate`` take like a run's."""
-    import torch
-
     from ..data.dnrti import load_split
-    from ..decode import Decoder
-    from ..tagging import SentenceTagger
     from .ensemble import load_runs
-    from .trainer import _valid_entry, save_and_score, score_predictions, to_torch, write_metrics
+    from .trainer import save_and_score, write_metrics
 
     if select not in SELECT_SCORES:
         raise ValueError(f"expected --select to be one of {', '.join(SELECT_SCORES)}, got {select!r}")
@@ -104,9 +100,45 @@ def calibrate_run(
         splits = {name: load_split(data, name)[0] for name in ("train", "valid", "test")}
     train_s, valid_s = splits["train"], splits["valid"]
     windower = model.config.windower(tokenizer)
+    entries, results = sweep_shifts(model, windower, valid_s, train_s, grid, log)
+    chosen = choose_shift(entries, SELECT_SCORES[select])
+    model.shift_label(LABEL, chosen["shift"])
+    final = save_and_score(model, tokenizer, windower, out, results[chosen["shift"]], splits,
+                           f"chosen O {chosen['shift']:+.2f} (on {select})", log)
+    settings = dict(metrics["settings"])
+    earlier = (settings.get("calibrate") or {}).get("shift", 0.0)
+    settings["calibrate"] = {"label": LABEL, "shift": earlier + chosen["shift"], "select": select,
+                             "grid": sorted(float(g) for g in grid), "run": str(run)}
+    if len(runs) > 1:  # the shift of the ensemble's output; each member's own earlier shift is kept beside it
+        settings["calibrate"].update(run=None, shift=chosen["shift"])
+        settings["ensemble"] = {"runs": [str(r) for r in runs],
+                                "earlier_shifts": [(m["settings"].get("calibrate") or {}).get("shift", 0.0) for m in each]}
+    result = {
+        "settings": settings,
+        "epochs": [],
+        "best_epoch": metrics.get("best_epoch"),
+        "calibration": entries,
+        "wall_seconds": round(time.time() - started + sum(m.get("wall_seconds", 0.0) for m in each), 1),
+        **final,
+    }
+    if "ingredients" in metrics:
+        result["ingredients"] = metrics["ingredients"]
+    return write_metrics(out, result)
+
+
+def sweep_shifts(model, windower, valid_s, train_s, grid: Sequence[float],
+                 log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[float, dict[str, Any]]]:
+    """Score ``model`` on valid with each "O" shift of ``grid`` added to its emissions; the model is
+    not changed. Returns the entries (one per shift, by shift: the shift and its valid scores) and
+    each shift's full valid result. The valid emissions are computed once."""
+    import torch
+
+    from ..decode import Decoder
+    from ..tagging import SentenceTagger
+    from .trainer import _valid_entry, score_predictions, to_torch
+
     o = model.config.labels.index(LABEL)
     model.eval()
-
     # The valid emissions, computed once: the tagger asks for the same batches in the same
     # order on every pass, so each later pass replays them with the shift added.
     cache: list[np.ndarray] = []
@@ -130,7 +162,6 @@ def calibrate_run(
 
     tagger = SentenceTagger(windower, emit, Decoder(model.config.labels, model.decoder_params() or None))
     words = [s.tokens for s in valid_s]
-    key = SELECT_SCORES[select]
     entries, results = [], {}
     for i, shift in enumerate(sorted(grid, key=abs)):  # 0 (or the smallest) first: it fills the cache
         state.update(shift=float(shift), replay=-1 if i == 0 else 0)
@@ -142,26 +173,4 @@ def calibrate_run(
             f"R {entry['valid_recall']*100:.2f}  unseen {entry['valid_unseen_f1']*100:.2f}  "
             f"new-name recall {entry['valid_new_name_recall']*100:.2f}")
     entries.sort(key=lambda e: e["shift"])
-    chosen = _choose(entries, key)
-    model.shift_label(LABEL, chosen["shift"])
-    final = save_and_score(model, tokenizer, windower, out, results[chosen["shift"]], splits,
-                           f"chosen O {chosen['shift']:+.2f} (on {select})", log)
-    settings = dict(metrics["settings"])
-    earlier = (settings.get("calibrate") or {}).get("shift", 0.0)
-    settings["calibrate"] = {"label": LABEL, "shift": earlier + chosen["shift"], "select": select,
-                             "grid": sorted(float(g) for g in grid), "run": str(run)}
-    if len(runs) > 1:  # the shift of the ensemble's output; each member's own earlier shift is kept beside it
-        settings["calibrate"].update(run=None, shift=chosen["shift"])
-        settings["ensemble"] = {"runs": [str(r) for r in runs],
-                                "earlier_shifts": [(m["settings"].get("calibrate") or {}).get("shift", 0.0) for m in each]}
-    result = {
-        "settings": settings,
-        "epochs": [],
-        "best_epoch": metrics.get("best_epoch"),
-        "calibration": entries,
-        "wall_seconds": round(time.time() - started + sum(m.get("wall_seconds", 0.0) for m in each), 1),
-        **final,
-    }
-    if "ingredients" in metrics:
-        result["ingredients"] = metrics["ingredients"]
-    return write_metrics(out, result)
+    return entries, results

@@ -111,7 +111,7 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
         if r.get("ensemble"):
             done = f"ensemble of {r['ensemble']} runs of {r['epochs']}"
         elif r.get("soup"):
-            done = f"soup of {r['soup']} runs of {r['epochs']}"
+            done = f"soup of {r['soup']} run{'s' if r['soup'] != 1 else ''} of {r['epochs']}"
         elif r["finished"]:
             done = f"{r['epochs']} ({cell(r['best_epoch'])})"
         else:

@@ -11,7 +11,11 @@ Two recipes:
 
 * **uniform**: the mean of all runs given;
 * **greedy**: runs sorted by their own selection score (``--select``, on valid), best
-  first; each is added only if the soup's score on valid does not drop.
+  first; each is added only if the soup's score on valid does not drop;
+* **greedy-calibrated**: the same order, but every trial (the best run alone first) is scored
+  after its best "O" shift on valid (``ner-batch calibrate``'s grid), and the result is saved
+  with that shift folded in. Averaging costs a soup whole valid F1 that calibration gives back,
+  so a greedy soup scored before calibration rarely grows past its first run.
 
 Only valid is used to choose; test is scored once, on the final soup, and reported.
 """
@@ -30,9 +34,10 @@ from ..models import WordTagger
 from ..models.backbone import ENCODER_DROPOUT_FIELDS
 from ..models.config import CONFIG_FILE, TaggerConfig
 from ..models.tagger import load_model
+from .calibrate import DEFAULT_GRID, LABEL, choose_shift, sweep_shifts
 from .runs import SELECT_SCORES, RunError, read_metrics
 
-RECIPES = ("uniform", "greedy")
+RECIPES = ("uniform", "greedy", "greedy-calibrated")
 # tagger.json fields that may differ between ingredients: everything else must match. Dropout rates
 # (the head's, and the encoder's, --encoder-dropout) act only while training; the HF config's
 # bookkeeping says where and with which transformers a run was made, not what it computes.
@@ -105,11 +110,13 @@ def make_soup(
     *,
     recipe: str = "greedy",
     select: str = "valid",
+    grid: Sequence[float] = DEFAULT_GRID,
     splits: dict[str, list] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Average ``runs`` into ``out_dir/best`` and write ``out_dir/metrics.json`` (valid and
-    test scores, which runs went in). ``splits`` overrides the DNRTI files (tests)."""
+    test scores, which runs went in). ``grid``: the "O" shifts a greedy-calibrated trial tries.
+    ``splits`` overrides the DNRTI files (tests)."""
     from .trainer import _valid_entry, evaluate_model, save_and_score, write_metrics
 
     if recipe not in RECIPES:
@@ -137,6 +144,13 @@ def make_soup(
         soup.load_state_dict(average_states([states[i] for i in members]))
         return evaluate_model(soup, windower, valid_s, train_s)
 
+    def calibrated(members: Sequence[int]) -> tuple[float, dict[str, Any]]:
+        """The trial's best O shift on valid (ties to the smallest |shift|) and its valid result."""
+        soup.load_state_dict(average_states([states[i] for i in members]))
+        entries, results = sweep_shifts(soup, windower, valid_s, train_s, grid, log=lambda _: None)
+        shift = choose_shift(entries, key)["shift"]
+        return shift, results[shift]
+
     ingredients = []
     for i, run in enumerate(runs):  # each run alone, scored here with the same code as the soup
         alone = scored([i])
@@ -145,9 +159,23 @@ def make_soup(
         log(f"{run}: valid F1 {alone['f1']*100:.2f}  valid unseen F1 {alone['unseen']['f1']*100:.2f}  "
             f"new-name recall {alone['new_names']['new']['recall']*100:.2f}")
     order = sorted(range(len(runs)), key=lambda i: -ingredients[i][key])  # best first, first of equals
+    shift = 0.0
     if recipe == "uniform":
         members = list(order)
         valid = scored(members)
+    elif recipe == "greedy-calibrated":
+        members = [order[0]]
+        shift, valid = calibrated(members)
+        best = _valid_entry(valid)[key]
+        log(f"{runs[order[0]]} alone, O {shift:+.2f}: {select} {best*100:.2f}")
+        for i in order[1:]:
+            trial_shift, trial = calibrated(members + [i])
+            score = _valid_entry(trial)[key]
+            kept = score >= best
+            log(f"+ {runs[i]}, O {trial_shift:+.2f}: {select} {score*100:.2f} against {best*100:.2f}: "
+                f"{'added' if kept else 'left out'}")
+            if kept:
+                members, best, shift, valid = members + [i], score, trial_shift, trial
     else:
         members, best_entry, valid = [order[0]], ingredients[order[0]], None
         for i in order[1:]:
@@ -163,10 +191,16 @@ def make_soup(
     for i, ing in enumerate(ingredients):
         ing["in_soup"] = i in members
     soup.load_state_dict(average_states([states[i] for i in members]))
+    if shift:
+        soup.shift_label(LABEL, shift)
+    note = f", O {shift:+.2f}" if recipe == "greedy-calibrated" else ""
     final = save_and_score(soup, tokenizer, windower, Path(out_dir), valid, splits,
-                           f"soup of {len(members)} of {len(runs)} runs ({recipe}, on {select})", log)
+                           f"soup of {len(members)} of {len(runs)} runs ({recipe}, on {select}{note})", log)
     settings = dict(metrics[members[0]]["settings"])
     settings["soup"] = {"recipe": recipe, "select": select, "runs": [str(runs[i]) for i in members]}
+    if recipe == "greedy-calibrated":  # read by `ner-batch runs` like a calibrated run's
+        settings["calibrate"] = {"label": LABEL, "shift": shift, "select": select,
+                                 "grid": sorted(float(g) for g in grid), "run": None}
     result = {
         "settings": settings,
         "epochs": [],
