@@ -162,7 +162,7 @@ def _model_job(threads: int, job):
                    "greedy-calibrated: as greedy, each trial scored after its best 'O' shift (as `calibrate` "
                    "chooses it), and the soup saved with that shift.")
 @click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid", show_default=True,
-              help="The valid score that orders the runs and decides (greedy) which go in.")
+              help="The valid score that orders the runs and decides (greedy, greedy-calibrated) which go in.")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
 def soup(run_dirs, out_dir, data, recipe, select, threads) -> None:
     """Average finished training runs (RUN...) into one model: same size and speed as one run.

@@ -7,7 +7,7 @@ models sharing a basin). The runs must therefore share the initial weights: the 
 backbone and the same ``--seed``, differing in ``--data-seed`` (batch order, windows,
 rewrites, dropout) or in other training settings. Runs initialised apart are refused.
 
-Two recipes:
+Three recipes:
 
 * **uniform**: the mean of all runs given;
 * **greedy**: runs sorted by their own selection score (``--select``, on valid), best
