@@ -142,8 +142,7 @@ def test_a_greedy_calibrated_soup_is_the_uniform_soup_of_its_runs_calibrated(tmp
     assert again["f1"] == pytest.approx(result["valid"]["f1"], abs=1e-9)
     assert ", O " in format_runs([run_row(tmp_path / "gc")])
     # it never scores below its first run calibrated alone on valid
-    first = calibrate_run(runs[[str(r) for r in runs].index(kept[0])], tmp_path / "first", grid=grid,
-                          splits=_splits(), log=lambda _: None)
+    first = calibrate_run(kept[0], tmp_path / "first", grid=grid, splits=_splits(), log=lambda _: None)
     assert result["valid"]["f1"] >= first["valid"]["f1"]
 
 

@@ -140,13 +140,21 @@ def make_soup(
     soup = models[0]  # holds the averaged weights as they are tried
     states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
 
-    def scored(members: Sequence[int]) -> dict[str, Any]:
+    def load(members: Sequence[int]) -> None:
         soup.load_state_dict(average_states([states[i] for i in members]))
+
+    def scored(members: Sequence[int]) -> dict[str, Any]:
+        load(members)
         return evaluate_model(soup, windower, valid_s, train_s)
 
-    def calibrated(members: Sequence[int]) -> tuple[float, dict[str, Any]]:
-        """The trial's best O shift on valid (ties to the smallest |shift|) and its valid result."""
-        soup.load_state_dict(average_states([states[i] for i in members]))
+    calibrate_trials = recipe == "greedy-calibrated"
+
+    def tried(members: Sequence[int]) -> tuple[float, dict[str, Any]]:
+        """A greedy trial's O shift and valid result: its best shift on valid (ties to the smallest
+        |shift|) if the recipe calibrates trials, else 0 and the soup as it is."""
+        if not calibrate_trials:
+            return 0.0, scored(members)
+        load(members)
         entries, results = sweep_shifts(soup, windower, valid_s, train_s, grid, log=lambda _: None)
         shift = choose_shift(entries, key)["shift"]
         return shift, results[shift]
@@ -163,42 +171,35 @@ def make_soup(
     if recipe == "uniform":
         members = list(order)
         valid = scored(members)
-    elif recipe == "greedy-calibrated":
+    else:  # greedy: runs best first, each kept only if the trial's score does not drop
         members = [order[0]]
-        shift, valid = calibrated(members)
-        best = _valid_entry(valid)[key]
-        log(f"{runs[order[0]]} alone, O {shift:+.2f}: {select} {best*100:.2f}")
+        if calibrate_trials:
+            shift, valid = tried(members)
+            best = _valid_entry(valid)[key]
+            log(f"{runs[order[0]]} alone, O {shift:+.2f}: {select} {best*100:.2f}")
+        else:  # the first run's own score, measured above
+            valid, best = None, ingredients[order[0]][key]
         for i in order[1:]:
-            trial_shift, trial = calibrated(members + [i])
+            trial_shift, trial = tried(members + [i])
             score = _valid_entry(trial)[key]
             kept = score >= best
-            log(f"+ {runs[i]}, O {trial_shift:+.2f}: {select} {score*100:.2f} against {best*100:.2f}: "
-                f"{'added' if kept else 'left out'}")
+            at = f", O {trial_shift:+.2f}" if calibrate_trials else ""
+            log(f"+ {runs[i]}{at}: {select} {score*100:.2f} against {best*100:.2f}: {'added' if kept else 'left out'}")
             if kept:
                 members, best, shift, valid = members + [i], score, trial_shift, trial
-    else:
-        members, best_entry, valid = [order[0]], ingredients[order[0]], None
-        for i in order[1:]:
-            trial = scored(members + [i])
-            entry = _valid_entry(trial)
-            kept = entry[key] >= best_entry[key]
-            log(f"+ {runs[i]}: {select} {entry[key]*100:.2f} against {best_entry[key]*100:.2f}: "
-                f"{'added' if kept else 'left out'}")
-            if kept:
-                members, best_entry, valid = members + [i], entry, trial
         if valid is None:
             valid = scored(members)
     for i, ing in enumerate(ingredients):
         ing["in_soup"] = i in members
-    soup.load_state_dict(average_states([states[i] for i in members]))
+    load(members)
     if shift:
         soup.shift_label(LABEL, shift)
-    note = f", O {shift:+.2f}" if recipe == "greedy-calibrated" else ""
+    note = f", O {shift:+.2f}" if calibrate_trials else ""
     final = save_and_score(soup, tokenizer, windower, Path(out_dir), valid, splits,
                            f"soup of {len(members)} of {len(runs)} runs ({recipe}, on {select}{note})", log)
     settings = dict(metrics[members[0]]["settings"])
     settings["soup"] = {"recipe": recipe, "select": select, "runs": [str(runs[i]) for i in members]}
-    if recipe == "greedy-calibrated":  # read by `ner-batch runs` like a calibrated run's
+    if calibrate_trials:  # read by `ner-batch runs` like a calibrated run's
         settings["calibrate"] = {"label": LABEL, "shift": shift, "select": select,
                                  "grid": sorted(float(g) for g in grid), "run": None}
     result = {
