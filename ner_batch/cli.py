@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID
+from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID, TYPE_GRID as CALIBRATION_TYPE_GRID
 from .training.runs import SELECT_SCORES
 
 
@@ -188,8 +188,18 @@ def soup(run_dirs, out_dir, data, recipe, select, threads) -> None:
               help="Comma-separated shifts of the 'O' emission to try (> 0: fewer, surer entities; < 0: more).")
 @click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid", show_default=True,
               help="The valid score that picks the shift.")
+@click.option("--per-type", is_flag=True,
+              help="Then, with the 'O' shift fixed, one shift per entity type (its B- and I- emissions) from "
+                   "--type-grid, each chosen on valid with the others fixed, up to two passes over the types: "
+                   "moves the balance between types (e.g. Tool against HackOrg) as well.")
+@click.option("--type-grid", default=",".join(f"{g:g}" for g in CALIBRATION_TYPE_GRID), show_default=True,
+              help="Comma-separated shifts tried for each type with --per-type.")
+@click.option("--cross-fit", "folds", type=int, default=None,
+              help="Also score the procedure K-fold cross-fitted on valid (chosen on K-1 parts of the "
+                   "sentences, applied to the rest), beside O-only calibration's: what the chosen shifts are "
+                   "worth on sentences they were not chosen on. 0: not. [default: 2 with --per-type, else 0]")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
-def calibrate(run_dirs, out_dir, data, grid, select, threads) -> None:
+def calibrate(run_dirs, out_dir, data, grid, select, per_type, type_grid, folds, threads) -> None:
     """Shift a trained model's 'O' emission by the amount that scores best on valid, folded
     into the output layer's bias: the balance between missed and spurious entities, set on
     valid; the graph, size and speed stay as they are.
@@ -205,9 +215,18 @@ def calibrate(run_dirs, out_dir, data, grid, select, threads) -> None:
         shifts = parse_grid(grid)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--grid") from None
+    try:
+        type_shifts = parse_grid(type_grid, option="--type-grid")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--type-grid") from None
+    if folds is not None and (folds == 1 or folds < 0):
+        raise click.BadParameter(f"expected 0 (none) or at least 2 folds, got {folds}", param_hint="--cross-fit")
     result = _model_job(threads, lambda: calibrate_run(list(run_dirs), out_dir, data, grid=shifts, select=select,
+                                                       per_type=per_type, type_grid=type_shifts, folds=folds,
                                                        log=lambda m: click.echo(m, err=True)))
-    click.echo(json.dumps({"shift": result["settings"]["calibrate"]["shift"], "wall_seconds": result["wall_seconds"]}))
+    chosen = result["settings"]["calibrate"]
+    click.echo(json.dumps({"shift": chosen["shift"], **({"types": chosen["types"]} if per_type else {}),
+                           "wall_seconds": result["wall_seconds"]}))
 
 
 @main.command()

@@ -80,6 +80,8 @@ def run_row(run: str | Path) -> dict[str, Any]:
         row["ensemble"] = len(s["ensemble"].get("runs", []))
     if calibrated:
         row["calibrate"] = calibrated.get("shift")
+        if calibrated.get("types"):
+            row["calibrate_types"] = len(calibrated["types"])
     if soup or calibrated:  # `ner-batch soup` / `calibrate`: no epochs of their own; the valid scores are the final model's
         valid = m.get("valid") or {}
         e = {"valid_f1": valid.get("f1"), "valid_unseen_f1": (valid.get("unseen") or {}).get("f1"),
@@ -118,6 +120,8 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
             done = f"{r['epochs_run']} of {r['epochs']} ({cell(r['best_epoch'])}), unfinished"
         if r.get("calibrate") is not None:
             done += f", O {r['calibrate']:+.2f}"
+            if r.get("calibrate_types"):
+                done += f" and {r['calibrate_types']} type shift{'s' if r['calibrate_types'] != 1 else ''}"
         name = r["run"] + (f", averaged {r['average']}" if r["average"] else "")
         lines.append(f"| {name} | {r['head']} | {done} | {cell(r['valid_f1'])} | {cell(r['valid_unseen_f1'])} | "
                      f"{cell(r['valid_new_name_recall'])} | {cell(r['test_f1'])} | {cell(r['test_unseen_f1'])} | "
