@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID, TYPE_GRID as CALIBRATION_TYPE_GRID
-from .training.runs import SELECT_SCORES
+from .training.runs import SELECT_SCORES, SOUP_RECIPES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -156,7 +156,7 @@ def _model_job(threads: int, job):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Run directory for the averaged model, e.g. runs/crf (export it like any run).")
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
-@click.option("--recipe", type=click.Choice(["greedy", "uniform", "greedy-calibrated"]), default="greedy",
+@click.option("--recipe", type=click.Choice(list(SOUP_RECIPES)), default="greedy",
               show_default=True,
               help="greedy: runs best first, each kept only if the soup's valid score does not drop; uniform: all; "
                    "greedy-calibrated: as greedy, each trial scored after its best 'O' shift (as `calibrate` "

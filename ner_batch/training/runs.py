@@ -17,6 +17,8 @@ METRICS_FILE = "metrics.json"
 # --select: the valid score that picks a run's best epoch (and that --patience waits for), by
 # the key of an epoch entry in metrics.json. Here, torch-free, for the CLI and the trainer.
 SELECT_SCORES = {"valid": "valid_f1", "valid-unseen": "valid_unseen_f1", "new-name-recall": "valid_new_name_recall"}
+#: ``ner-batch soup`` recipes (training/soup.py); here so that the CLI lists them without importing torch.
+SOUP_RECIPES = ("uniform", "greedy", "greedy-calibrated")
 
 
 class RunError(ValueError):

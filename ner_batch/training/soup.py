@@ -35,9 +35,8 @@ from ..models.backbone import ENCODER_DROPOUT_FIELDS
 from ..models.config import CONFIG_FILE, TaggerConfig
 from ..models.tagger import load_model
 from .calibrate import DEFAULT_GRID, LABEL, choose_shift, sweep_shifts
-from .runs import SELECT_SCORES, RunError, read_metrics
+from .runs import SELECT_SCORES, SOUP_RECIPES as RECIPES, RunError, read_metrics
 
-RECIPES = ("uniform", "greedy", "greedy-calibrated")
 # tagger.json fields that may differ between ingredients: everything else must match. Dropout rates
 # (the head's, and the encoder's, --encoder-dropout) act only while training; the HF config's
 # bookkeeping says where and with which transformers a run was made, not what it computes.
