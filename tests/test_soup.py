@@ -191,7 +191,7 @@ def test_runs_differing_only_in_training_settings_or_file_vintage_average(tmp_pa
 
 def test_soup_options_are_checked_by_the_cli(tmp_path):
     res = CliRunner().invoke(main, ["soup", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o"), "--recipe", "mean"])
-    assert res.exit_code == 2 and "'mean' is not one of 'greedy', 'uniform'" in res.output
+    assert res.exit_code == 2 and "'mean' is not one of 'uniform', 'greedy', 'greedy-calibrated'" in res.output
     res = CliRunner().invoke(main, ["soup", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "Missing argument 'RUN_DIRS...'" in res.output
 
