@@ -209,7 +209,7 @@ def calibrate(run_dirs, out_dir, data, grid, select, per_type, type_grid, folds,
     Several RUNs: their output ensemble is calibrated, and OUT/best holds it (every member
     shifted alike); `export --run OUT` makes it one bundle (one encoder per run).
     """
-    from .training.calibrate import calibrate_run, parse_grid
+    from .training.calibrate import calibrate_run, check_folds, parse_grid
 
     try:
         shifts = parse_grid(grid)
@@ -219,8 +219,11 @@ def calibrate(run_dirs, out_dir, data, grid, select, per_type, type_grid, folds,
         type_shifts = parse_grid(type_grid, option="--type-grid")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--type-grid") from None
-    if folds is not None and (folds == 1 or folds < 0):
-        raise click.BadParameter(f"expected 0 (none) or at least 2 folds, got {folds}", param_hint="--cross-fit")
+    if folds is not None:
+        try:
+            check_folds(folds)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cross-fit") from None
     result = _model_job(threads, lambda: calibrate_run(list(run_dirs), out_dir, data, grid=shifts, select=select,
                                                        per_type=per_type, type_grid=type_shifts, folds=folds,
                                                        log=lambda m: click.echo(m, err=True)))

@@ -61,6 +61,13 @@ def parse_grid(text: str, option: str = "--grid") -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
+def check_folds(folds: int) -> int:
+    """``folds`` for --cross-fit (0: none, else at least 2); raises ValueError with one line on anything else."""
+    if int(folds) == 1 or int(folds) < 0:
+        raise ValueError(f"expected 0 (none) or at least 2 folds, got {folds}")
+    return int(folds)
+
+
 def choose_shift(entries: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
     """The entry with the highest ``key``; among equals the smallest |shift| (closest to the model as trained)."""
     return max(entries, key=lambda e: (e[key], -abs(e["shift"])))
@@ -103,9 +110,7 @@ def calibrate_run(
         raise ValueError("expected at least one shift in --grid, got none")
     if per_type and not type_grid:
         raise ValueError("expected at least one shift in --type-grid, got none")
-    folds = (DEFAULT_FOLDS if per_type else 0) if folds is None else int(folds)
-    if folds == 1 or folds < 0:
-        raise ValueError(f"expected --cross-fit 0 (none) or at least 2 folds, got {folds}")
+    folds = check_folds((DEFAULT_FOLDS if per_type else 0) if folds is None else folds)
     runs = [Path(run)] if isinstance(run, (str, Path)) else [Path(r) for r in run]
     if not runs:
         raise RunError("expected a run to calibrate, got none")
