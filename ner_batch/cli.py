@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID, TYPE_GRID as CALIBRATION_TYPE_GRID
+from .probe import SWAP_MODES
 from .training.runs import SELECT_SCORES, SOUP_RECIPES
 
 
@@ -258,12 +259,21 @@ def calibrate(run_dirs, out_dir, data, grid, select, per_type, type_grid, folds,
 @click.option("--bootstrap", "rounds", type=click.IntRange(0, 10_000), default=1000, show_default=True,
               help="Resamples of the split's sentences (with replacement, unseen and seen apart, seed 0) for the "
                    "95% intervals of F1 and of the difference to --against; 0: no intervals.")
-def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict, join, confusions, against, rounds) -> None:
+@click.option("--swap-names", "swap_mode", type=click.Choice(SWAP_MODES), default=None,
+              help="Context probe: also tag the split with every HackOrg/Tool/SamFile/SecTeam/Org mention renamed "
+                   "(synthetic: made-up names; cross-type: a name train gives another of these types), the words "
+                   "around it unchanged, and report how many renamed mentions are still found and given their type: "
+                   "what the model reads from the context rather than the name. Scores above stay the original's.")
+@click.option("--swap-seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seed of the names drawn by --swap-names.")
+def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict, join, confusions, against, rounds,
+             swap_mode, swap_seed) -> None:
     """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
     and on its "unseen" part (sentences whose tokens do not occur in train), with bootstrap
     intervals; exact-span recall on new names (mentions whose text is no mention in train) and
     what they were tagged as; the largest confusions between types. With --against, the
-    paired difference to a second tagger: is a gain larger than the split's noise?"""
+    paired difference to a second tagger: is a gain larger than the split's noise? With
+    --swap-names, the context probe (names replaced, context kept)."""
     from .data.dnrti import data_dir, unseen_mask
     from .evaluation import (bootstrap, confusion_headline, format_bootstrap, format_confusion, format_new_names,
                              format_report, mention_texts, new_name_recall, score, span_counts)
@@ -275,12 +285,29 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     sents, report = _load(directory, split, strict)
     train_sents, _ = _load(directory, "train", False) if split != "train" else (sents, report)
     tokens = [s.tokens for s in sents]
-    joined = [[w for s in tokens[k : k + join] for w in s] for k in range(0, len(tokens), join)]
     if bool(run_dirs) == (bundle_dir is not None):
         raise click.UsageError("give --run DIR (one or more) or --bundle DIR, not both and not neither")
     if against is not None and not Path(against).is_dir():
         raise click.ClickException(f"expected a run directory or a bundle at --against {against}, found nothing")
-    pred, known, source = _predict_split([Path(r) for r in run_dirs], bundle_dir, variant, device, joined, tokens)
+    renamed: list[list[str]] = []
+    if swap_mode is not None:
+        import random
+
+        from .probe import donor_names, swap_names
+
+        try:
+            swapped, swaps = swap_names(sents, swap_mode, donor_names(train_sents), random.Random(swap_seed))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        renamed = [s.tokens for s in swapped]
+    def joins(part: list[list[str]]) -> list[list[str]]:
+        return [[w for s in part[k : k + join] for w in s] for k in range(0, len(part), join)]
+
+    joined = joins(tokens)
+    # one pass tags the split and, for the probe, its renamed copy (same joins, never across the two)
+    pred, known, source = _predict_split([Path(r) for r in run_dirs], bundle_dir, variant, device,
+                                         joined + joins(renamed), tokens + renamed)
+    pred, pred_renamed = pred[: len(tokens)], pred[len(tokens) :]
     if join > 1:
         source += f", {join} sentences per sequence"
     gold = [s.labels for s in sents]
@@ -300,6 +327,10 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     if split != "train":
         known_names = mention_texts([s.labels for s in train_sents], [s.tokens for s in train_sents])
         result["new_names"] = new_name_recall(gold, pred, tokens, known_names)
+    if swap_mode is not None:
+        from .probe import probe_scores
+
+        result["context_probe"] = {"mode": swap_mode, "seed": swap_seed, **probe_scores(swaps, pred, pred_renamed)}
     unknown = sorted({lab for s in sents for lab in s.labels} - known)
     if unknown:  # counted as misses: say so rather than score quietly low
         result["unknown_gold_labels"] = unknown
@@ -320,6 +351,10 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
             click.echo(format_bootstrap(result["bootstrap"], against="against" if against else ""))
         if "new_names" in result:
             click.echo(format_new_names(result["new_names"]))
+        if "context_probe" in result:
+            from .probe import format_probe
+
+            click.echo(format_probe(result["context_probe"], swap_mode, swap_seed))
         if confusions:
             click.echo("")
             click.echo(format_confusion(result["confusion"]))

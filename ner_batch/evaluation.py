@@ -172,7 +172,7 @@ def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]])
     exact: Counter = Counter()
     for g_tags, p_tags in zip(gold, pred):
         g_spans, p_spans = bio_spans(list(g_tags)), bio_spans(list(p_tags))
-        best, touched = _pair_spans(g_spans, p_spans)
+        best, touched = pair_spans(g_spans, p_spans)
         for (gs, ge, gt), k in zip(g_spans, best):
             row = matrix.setdefault(gt, Counter())
             if k < 0:
@@ -192,7 +192,7 @@ def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]])
     }
 
 
-def _pair_spans(g_spans: Sequence[tuple[int, int, str]], p_spans: Sequence[tuple[int, int, str]]) -> tuple[list[int], list[bool]]:
+def pair_spans(g_spans: Sequence[tuple[int, int, str]], p_spans: Sequence[tuple[int, int, str]]) -> tuple[list[int], list[bool]]:
     """For each gold span, the index of the predicted span overlapping it most (ties: the
     leftmost; -1 when none overlaps), and for each predicted span whether any gold span
     overlaps it."""
@@ -239,7 +239,7 @@ def new_name_recall(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
         if len(w) != len(g_tags):
             raise ValueError(f"expected {len(g_tags)} words for a sentence's gold tags, got {len(w)}")
         g_spans, p_spans = bio_spans(list(g_tags)), bio_spans(list(p_tags))
-        best, _ = _pair_spans(g_spans, p_spans)
+        best, _ = pair_spans(g_spans, p_spans)
         for span, k in zip(g_spans, best):
             side = "known" if mention_text(w, span[0], span[1]) in known else "new"
             counts[side][span[2]] += 1

@@ -13,9 +13,8 @@ from ner_batch.evaluation import (
     MISSED, SPURIOUS, confusion_headline, format_confusion, format_new_names, mention_texts, new_name_recall, type_confusion,
 )
 from ner_batch.labels import bio_spans
-from ner_batch.training.augment import (
-    NAME_TYPES, AugmentSettings, augment, augment_all, mention_pool, name_like, synthetic_name,
-)
+from ner_batch.names import NAME_TYPES, name_like, synthetic_name
+from ner_batch.training.augment import AugmentSettings, augment, augment_all, mention_pool
 
 TRAIN = [
     Sentence("APT28 deployed the X-Agent backdoor in 2016 .".split(),

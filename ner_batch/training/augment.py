@@ -11,7 +11,9 @@ Two rewrites, drawn afresh each epoch, each mention at most one of them:
   CamelCase, ALL-CAPS with digits, hyphenated, with a version suffix. The string then carries
   no type; only the words around it do.
 
-Valid and test are never rewritten.
+Valid and test are never rewritten for training (``evaluate --swap-names`` rewrites them to
+measure how much the model reads the context: ``probe.py``). What a name looks like lives in
+``names.py``, shared with that probe.
 """
 
 from __future__ import annotations
@@ -22,17 +24,7 @@ from typing import Sequence
 
 from ..data.conll import Sentence
 from ..labels import bio_spans
-
-NAME_TYPES = ("HackOrg", "Tool", "SamFile", "SecTeam", "Org")
-# Head words that say the type in plain language; masking keeps them ("Lazarus Group" -> "Vokrel Group").
-GENERIC = frozenset(
-    "group groups team apt actor actors gang lab labs labs' trojan trojans backdoor backdoors rat rats malware "
-    "ransomware worm loader dropper downloader implant toolkit tool tools framework exploit kit botnet stealer "
-    "keylogger rootkit operation campaign security research researchers intelligence unit threat".split()
-)
-_CONSONANTS = "bcdfghjklmnprstvwxz"
-_VOWELS = "aeiouy"
-_ONSETS = ["br", "cr", "dr", "gr", "kr", "pl", "sh", "sk", "st", "tr", "th", "vl", "zh"]
+from ..names import NAME_TYPES, name_like, synthetic_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,37 +52,6 @@ def mention_pool(sentences: Sequence[Sentence]) -> dict[str, list[tuple[str, ...
         for start, end, kind in bio_spans(s.labels):
             pool.setdefault(kind, []).append(tuple(s.tokens[start:end]))
     return pool
-
-
-def name_like(word: str) -> bool:
-    return any(c.isupper() or c.isdigit() for c in word) and word.lower() not in GENERIC
-
-
-def synthetic_name(rng: random.Random) -> str:
-    """A made-up name of one of the shapes CTI names take."""
-
-    def pseudo(syllables: int) -> str:
-        out = rng.choice(_ONSETS) if rng.random() < 0.3 else rng.choice(_CONSONANTS)
-        for k in range(syllables):
-            out += rng.choice(_VOWELS) + (rng.choice(_CONSONANTS) if k < syllables - 1 or rng.random() < 0.7 else "")
-        return out
-
-    shape = rng.randrange(7)
-    if shape == 0:  # Vokrel
-        return pseudo(rng.randint(2, 3)).capitalize()
-    if shape == 1:  # NetVokrel
-        return pseudo(rng.randint(1, 2)).capitalize() + pseudo(rng.randint(1, 2)).capitalize()
-    if shape == 2:  # KRV47
-        return "".join(rng.choice(_CONSONANTS.upper()) for _ in range(rng.randint(2, 4))) + str(rng.randint(1, 999))
-    if shape == 3:  # Vok-22, Vokrel-Zan
-        tail = str(rng.randint(1, 99)) if rng.random() < 0.5 else pseudo(1).capitalize()
-        return f"{pseudo(rng.randint(1, 2)).capitalize()}-{tail}"
-    if shape == 4:  # Vokrel2, Vokrelv3.1
-        return pseudo(rng.randint(2, 3)).capitalize() + rng.choice(["", "v"]) + rng.choice(
-            [str(rng.randint(2, 9)), f"{rng.randint(1, 5)}.{rng.randint(0, 9)}"])
-    if shape == 5:  # VOKREL
-        return pseudo(rng.randint(1, 3)).upper()
-    return pseudo(rng.randint(2, 3))  # lower case, as names appear in logs and file names
 
 
 def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings: AugmentSettings,
