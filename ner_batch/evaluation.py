@@ -22,19 +22,23 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], unseen: 
     (``unseen`` and ``seen`` only when a mask is given: the same micro scores on the
     sentences it marks, and on the others).
     """
-    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+    from seqeval.metrics import accuracy_score, classification_report
+    from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
 
     gold = [list(g) for g in gold]
     pred = [list(p) for p in pred]
     for i, (g, p) in enumerate(zip(gold, pred)):
         if len(g) != len(p):
             raise ValueError(f"sentence {i}: expected {len(g)} predicted tags, got {len(p)}")
+    # one extraction of the entities per part: seqeval's precision_score, recall_score and
+    # f1_score would each extract them again (scoring was most of a calibration's time)
     report = classification_report(gold, pred, output_dict=True, zero_division=0)
+    micro = report["micro avg"]
     result: dict[str, Any] = {
         "sentences": len(gold),
-        "precision": float(precision_score(gold, pred, zero_division=0)),
-        "recall": float(recall_score(gold, pred, zero_division=0)),
-        "f1": float(f1_score(gold, pred, zero_division=0)),
+        "precision": float(micro["precision"]),
+        "recall": float(micro["recall"]),
+        "f1": float(micro["f1-score"]),
         "accuracy": float(accuracy_score(gold, pred)),
         "per_type": {
             k: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]), "support": int(v["support"])}
@@ -47,12 +51,8 @@ def score(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], unseen: 
         for key, wanted in (("unseen", True), ("seen", False)):
             g2 = [g for g, u in zip(gold, unseen) if bool(u) == wanted]
             p2 = [p for p, u in zip(pred, unseen) if bool(u) == wanted]
-            result[key] = {
-                "sentences": len(g2),
-                "precision": float(precision_score(g2, p2, zero_division=0)) if g2 else 0.0,
-                "recall": float(recall_score(g2, p2, zero_division=0)) if g2 else 0.0,
-                "f1": float(f1_score(g2, p2, zero_division=0)) if g2 else 0.0,
-            }
+            prf = precision_recall_fscore_support(g2, p2, average="micro", zero_division=0)[:3] if g2 else (0.0,) * 3
+            result[key] = {"sentences": len(g2), **{k: float(v) for k, v in zip(("precision", "recall", "f1"), prf)}}
     return result
 
 

@@ -29,6 +29,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..data.dnrti import unseen_mask
+from ..evaluation import mention_texts
 from .runs import SELECT_SCORES, RunError, read_metrics
 
 #: Shifts tried by default: -1 to 3 in steps of 0.25 (0 keeps the model as trained).
@@ -201,6 +203,9 @@ class ShiftScorer:
         self.emissions = [np.asarray(e, dtype=np.float32) for e in emissions]  # per sentence, shape: (n, L)
         self.sentences, self.train, self.decoder = list(sentences), list(train), decoder
         self.labels = list(decoder.labels)
+        # what every score needs of train, computed once: the unseen mask and train's mention texts
+        self.unseen = unseen_mask(self.sentences, self.train)
+        self.known = mention_texts([s.labels for s in self.train], [s.tokens for s in self.train])
 
     @classmethod
     def of_model(cls, model, windower, sentences: Sequence, train: Sequence) -> "ShiftScorer":
@@ -224,8 +229,9 @@ class ShiftScorer:
         """Scores (whole, unseen, seen, new names) of the sentences ``idx`` decoded with ``offset``."""
         from .trainer import score_predictions
 
-        chosen = self.sentences if idx is None else [self.sentences[i] for i in idx]
-        return score_predictions(chosen, self.predict(offset, idx), self.train)
+        idx = range(len(self.sentences)) if idx is None else idx
+        return score_predictions([self.sentences[i] for i in idx], self.predict(offset, idx), self.train,
+                                 unseen=[self.unseen[i] for i in idx], known=self.known)
 
 
 def _valid_entry_of(result: dict[str, Any]) -> dict[str, float]:

@@ -231,14 +231,20 @@ def evaluate_model(model: WordTagger, windower: Windower, sentences: Sequence[Se
     return score_predictions(sentences, predict_tokens(model, windower, [s.tokens for s in sentences]), train)
 
 
-def score_predictions(sentences: Sequence[Sentence], pred: Sequence[Sequence[str]], train: Sequence[Sentence] | None) -> dict[str, Any]:
+def score_predictions(sentences: Sequence[Sentence], pred: Sequence[Sequence[str]], train: Sequence[Sentence] | None, *,
+                      unseen: Sequence[bool] | None = None, known: set[str] | None = None) -> dict[str, Any]:
     """Scores of predicted labels against ``sentences``: whole, unseen and seen parts and new
-    names (the last three need ``train``)."""
+    names (the last three need ``train``). ``unseen`` (the sentences' ``unseen_mask``) and
+    ``known`` (train's ``mention_texts``) spare computing them again from ``train`` for a
+    caller that scores the same sentences many times."""
     words = [s.tokens for s in sentences]
     gold = [s.labels for s in sentences]
-    result = score(gold, pred, unseen_mask(sentences, train) if train is not None else None)
-    if train is not None:
-        result["new_names"] = new_name_recall(gold, pred, words, mention_texts([s.labels for s in train], [s.tokens for s in train]))
+    if train is None:
+        return score(gold, pred)
+    result = score(gold, pred, unseen_mask(sentences, train) if unseen is None else unseen)
+    if known is None:
+        known = mention_texts([s.labels for s in train], [s.tokens for s in train])
+    result["new_names"] = new_name_recall(gold, pred, words, known)
     return result
 
 
