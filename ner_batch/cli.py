@@ -95,6 +95,10 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--name-mask", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Per HackOrg/Tool/SamFile/SecTeam/Org mention and epoch, the chance its name-like words become "
                    "synthetic names (so only the context tells the type).")
+@click.option("--name-swap", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Per HackOrg/Tool/SamFile/SecTeam/Org mention and epoch, the chance its name becomes a training "
+                   "name of another of these types, its tag kept (the name misleads, the context tells the type; "
+                   "what evaluate --swap-names cross-type probes).")
 @click.option("--shape-markers/--no-shape-markers", default=False, show_default=True,
               help="Give an uncased backbone each word's shape: a marker piece after Capitalized, ALL-CAPS, mIxed-case "
                    "and letters+digits words (more word pieces, so slower tagging; see README).")
@@ -293,7 +297,8 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     if swap_mode is not None:
         import random
 
-        from .probe import donor_names, swap_names
+        from .names import donor_names
+        from .probe import swap_names
 
         try:
             swapped, swaps = swap_names(sents, swap_mode, donor_names(train_sents), random.Random(swap_seed))

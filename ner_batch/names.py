@@ -1,14 +1,18 @@
 """What a name looks like in CTI text: the name types, the generic head words that say a type
-in plain language ("Group", "backdoor"), which words are name-like, and synthetic names of the
-shapes CTI names take.
+in plain language ("Group", "backdoor"), which words are name-like, synthetic names of the
+shapes CTI names take, and the train names that point to one type (for cross-type renames).
 
-Torch-free: shared by training's name masking (``training/augment.py``) and the context probe
-of ``evaluate --swap-names`` (``probe.py``).
+Torch-free: shared by training's rewrites (``training/augment.py``: name masking, name swaps)
+and the context probe of ``evaluate --swap-names`` (``probe.py``).
 """
 
 from __future__ import annotations
 
 import random
+from typing import Sequence
+
+from .data.conll import Sentence
+from .labels import bio_spans
 
 NAME_TYPES = ("HackOrg", "Tool", "SamFile", "SecTeam", "Org")
 # Head words that say the type in plain language; masking keeps them ("Lazarus Group" -> "Vokrel Group").
@@ -53,3 +57,36 @@ def synthetic_name(rng: random.Random) -> str:
     if shape == 5:  # VOKREL
         return pseudo(rng.randint(1, 3)).upper()
     return pseudo(rng.randint(2, 3))  # lower case, as names appear in logs and file names
+
+
+def donor_names(train: Sequence[Sentence]) -> dict[str, list[tuple[str, ...]]]:
+    """The name-like words of every train mention of a name type, by type, for the names
+    (lower-cased) that train tags with one type only; repeats kept, so common names are
+    drawn more often. A name train tags both HackOrg and Tool would not point one way."""
+    types_of: dict[str, set[str]] = {}
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for s in train:
+        for start, end, kind in bio_spans(s.labels):
+            words = tuple(w for w in s.tokens[start:end] if name_like(w))
+            if kind in NAME_TYPES and words:
+                found.append((kind, words))
+            types_of.setdefault(" ".join(words).lower(), set()).add(kind)
+    donors: dict[str, list[tuple[str, ...]]] = {}
+    for kind, words in found:
+        if types_of[" ".join(words).lower()] == {kind}:
+            donors.setdefault(kind, []).append(words)
+    return donors
+
+
+def rename(words: list[str], name: tuple[str, ...]) -> list[str]:
+    """``words`` with its first name-like word replaced by ``name`` and its other name-like
+    words dropped; generic words keep their places ("APT 28 group" -> "APT Lazarus group")."""
+    out: list[str] = []
+    placed = False
+    for w in words:
+        if not name_like(w):
+            out.append(w)
+        elif not placed:
+            out += name
+            placed = True
+    return out

@@ -28,9 +28,9 @@ from collections import Counter
 from typing import Any, Sequence
 
 from .data.conll import Sentence
-from .evaluation import MISSED, mention_text, pair_spans
+from .evaluation import MISSED, pair_spans
 from .labels import bio_spans
-from .names import NAME_TYPES, name_like, synthetic_name
+from .names import NAME_TYPES, name_like, rename, synthetic_name
 
 SWAP_MODES = ("synthetic", "cross-type")
 
@@ -44,25 +44,6 @@ class Swap:
     before: tuple[int, int, str]  # gold span (start, end_exclusive, type) in the original sentence
     after: tuple[int, int, str]  # the same mention in the rewritten sentence
     donor: str = ""
-
-
-def donor_names(train: Sequence[Sentence]) -> dict[str, list[tuple[str, ...]]]:
-    """The name-like words of every train mention of a name type, by type, for the names
-    (lower-cased) that train tags with one type only; repeats kept, so common names are
-    drawn more often. A name train tags both HackOrg and Tool would not point one way."""
-    types_of: dict[str, set[str]] = {}
-    found: list[tuple[str, tuple[str, ...]]] = []
-    for s in train:
-        for start, end, kind in bio_spans(s.labels):
-            words = tuple(w for w in s.tokens[start:end] if name_like(w))
-            if kind in NAME_TYPES and words:
-                found.append((kind, words))
-            types_of.setdefault(mention_text(list(words), 0, len(words)), set()).add(kind)
-    donors: dict[str, list[tuple[str, ...]]] = {}
-    for kind, words in found:
-        if types_of[mention_text(list(words), 0, len(words))] == {kind}:
-            donors.setdefault(kind, []).append(words)
-    return donors
 
 
 def swap_names(sentences: Sequence[Sentence], mode: str, donors: dict[str, list[tuple[str, ...]]],
@@ -91,7 +72,7 @@ def swap_names(sentences: Sequence[Sentence], mode: str, donors: dict[str, list[
                     words = [synthetic_name(rng) if name_like(w) else w for w in words]
                 else:
                     donor = rng.choice([t for t in NAME_TYPES if t != kind and donors.get(t)])
-                    words = _rename(words, rng.choice(donors[donor]))
+                    words = rename(words, rng.choice(donors[donor]))
                 swaps.append(Swap(index, (start, end, kind), (len(new_t), len(new_t) + len(words), kind), donor))
             new_t += words
             new_l += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
@@ -100,20 +81,6 @@ def swap_names(sentences: Sequence[Sentence], mode: str, donors: dict[str, list[
         new_l += labels[pos:]
         out.append(dataclasses.replace(sentence, tokens=new_t, labels=new_l))
     return out, swaps
-
-
-def _rename(words: list[str], name: tuple[str, ...]) -> list[str]:
-    """``words`` with its first name-like word replaced by ``name`` and its other name-like
-    words dropped; generic words keep their places ("APT 28 group" -> "APT Lazarus group")."""
-    out: list[str] = []
-    placed = False
-    for w in words:
-        if not name_like(w):
-            out.append(w)
-        elif not placed:
-            out += name
-            placed = True
-    return out
 
 
 def probe_scores(swaps: Sequence[Swap], before: Sequence[Sequence[str]], after: Sequence[Sequence[str]]) -> dict[str, Any]:

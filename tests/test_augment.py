@@ -13,7 +13,7 @@ from ner_batch.evaluation import (
     MISSED, SPURIOUS, confusion_headline, format_confusion, format_new_names, mention_texts, new_name_recall, type_confusion,
 )
 from ner_batch.labels import bio_spans
-from ner_batch.names import NAME_TYPES, name_like, synthetic_name
+from ner_batch.names import NAME_TYPES, donor_names, name_like, synthetic_name
 from ner_batch.training.augment import AugmentSettings, augment, augment_all, mention_pool
 
 TRAIN = [
@@ -71,6 +71,29 @@ def test_masking_rewrites_only_name_like_words_of_name_types():
     assert "OffAct" not in NAME_TYPES and "Tool" in NAME_TYPES
 
 
+def test_name_swap_gives_a_name_of_another_type_and_keeps_the_tags():
+    donors = donor_names(TRAIN)  # HackOrg: APT28, Lazarus; Tool: X-Agent, Mimikatz; SecTeam: FireEye
+    pool = mention_pool(TRAIN)
+    rng = random.Random(2)
+    got = Counter()
+    for _ in range(200):
+        out = augment(TRAIN[1], pool, AugmentSettings(swap=1.0), rng, donors)
+        assert _valid_bio(out.labels)
+        spans = bio_spans(out.labels)
+        assert [k for _, _, k in spans] == ["HackOrg", "Tool", "Idus"]  # same mentions, tags kept
+        (h0, h1, _), (t0, t1, _), (i0, i1, _) = spans
+        group, tool = tuple(out.tokens[h0:h1 - 1]), tuple(out.tokens[t0:t1])
+        assert out.tokens[h1 - 1] == "Group" and out.tokens[i0:i1] == ["banks"]  # head word and Idus stay
+        assert group in donors["Tool"] + donors["SecTeam"]  # a group gets a tool's or a team's name, never a group's
+        assert tool in donors["HackOrg"] + donors["SecTeam"]
+        got[group] += 1
+    assert set(got) == {("X-Agent",), ("Mimikatz",), ("FireEye",)}
+    # without names of another type (or without donors) a mention stays as it is
+    only_groups = augment(TRAIN[1], pool, AugmentSettings(swap=1.0), rng, {"HackOrg": donors["HackOrg"]})
+    assert only_groups.tokens[0] == "Lazarus" and only_groups.tokens[3] in ("APT28", "Lazarus")
+    assert augment(TRAIN[1], pool, AugmentSettings(swap=1.0), rng) is TRAIN[1]
+
+
 def test_synthetic_names_take_many_shapes_and_are_single_words():
     rng = random.Random(0)
     names = [synthetic_name(rng) for _ in range(2000)]
@@ -95,6 +118,11 @@ def test_synthetic_names_take_many_shapes_and_are_single_words():
 def test_bad_shares_are_refused_with_the_numbers(replace, mask, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         AugmentSettings(replace=replace, mask=mask)
+    with pytest.raises(ValueError, match=re.escape("expected --mention-replace + --name-mask + --name-swap at most 1, "
+                                                   "got 0.5 + 0.3 + 0.4")):
+        AugmentSettings(replace=0.5, mask=0.3, swap=0.4)
+    with pytest.raises(ValueError, match=re.escape("expected the swap share between 0 and 1, got 2.0")):
+        AugmentSettings(swap=2.0)
 
 
 def test_training_with_rewrites_sees_different_words_each_epoch(windower):
@@ -163,6 +191,8 @@ def test_new_name_recall_counts_a_missed_mention_and_refuses_misaligned_words():
 @pytest.mark.parametrize("args,message", [
     (["--mention-replace", "0.7", "--name-mask", "0.6"], "expected --mention-replace + --name-mask at most 1, got 0.7 + 0.6"),
     (["--name-mask", "1.5"], "--name-mask"),
+    (["--name-swap", "0.5", "--name-mask", "0.6"], "expected --mention-replace + --name-mask + --name-swap at most 1, got 0.0 + 0.6 + 0.5"),
+    (["--name-swap", "-0.1"], "--name-swap"),
 ])
 def test_train_refuses_bad_shares_in_one_line(tmp_path, args, message):
     from click.testing import CliRunner
@@ -172,3 +202,28 @@ def test_train_refuses_bad_shares_in_one_line(tmp_path, args, message):
     res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path), *args])
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_training_swaps_names_with_train_names_of_other_types(tmp_path, tokenizer, monkeypatch):
+    """--name-swap reaches the epochs' rewrites: the trainer hands train's donor names over."""
+    from conftest import make_tiny_model, tiny_splits
+
+    from ner_batch.training import trainer
+
+    seen: list[list[Sentence]] = []
+
+    def spy(sentences, pool, settings, rng, donors=None):
+        out = augment_all(sentences, pool, settings, rng, donors)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(trainer, "augment_all", spy)
+    settings = trainer.TrainSettings(head="softmax", epochs=1, batch_size=2, seed=1, name_swap=1.0)
+    trainer.train(settings, tmp_path / "run", model=make_tiny_model("softmax"), tokenizer=tokenizer, splits=tiny_splits(),
+                  progress=False, log=lambda _: None)
+    assert len(seen) == 1
+    groups = [tuple(s.tokens[a:b]) for s in seen[0] for a, b, k in bio_spans(s.labels) if k == "HackOrg"]
+    # train's groups (APT28, Lazarus Group) now carry its tools' names (X-Agent, Poison Ivy), tags kept
+    assert groups and all(g[0] in ("X-Agent", "Poison") for g in groups), groups
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "name swap 1.0" in log

@@ -13,8 +13,8 @@ from ner_batch.cli import main
 from ner_batch.data.conll import Sentence
 from ner_batch.evaluation import MISSED
 from ner_batch.labels import bio_spans
-from ner_batch.names import NAME_TYPES, name_like
-from ner_batch.probe import Swap, donor_names, format_probe, probe_scores, swap_names
+from ner_batch.names import NAME_TYPES, donor_names, name_like
+from ner_batch.probe import Swap, format_probe, probe_scores, swap_names
 
 TRAIN = [
     Sentence("APT28 deployed the X-Agent backdoor in 2016 .".split(),

@@ -1,7 +1,7 @@
 """Training-time rewrites of entity mentions, so that the model reads the context rather
 than remembering names.
 
-Two rewrites, drawn afresh each epoch, each mention at most one of them:
+Three rewrites, drawn afresh each epoch, each mention at most one of them:
 
 - **mention replacement** (Dai & Adel, 2020): a mention becomes another mention of the same
   type drawn from the training set (its length may change; its tags are rebuilt B-, I-, ...);
@@ -9,7 +9,11 @@ Two rewrites, drawn afresh each epoch, each mention at most one of them:
   name-like word (one with a capital letter or a digit that is not a generic head word such as
   "Group" or "Trojan") becomes a synthetic name of a realistic shape: a pseudo-word,
   CamelCase, ALL-CAPS with digits, hyphenated, with a version suffix. The string then carries
-  no type; only the words around it do.
+  no type; only the words around it do;
+- **name swap**: in a mention of a name type, the name-like words become the name of a training
+  mention of *another* name type, one train tags with that type only ("the PlugX backdoor" ->
+  "the Lazarus backdoor", still Tool): the name points to the wrong type and the context to the
+  right one, the case ``evaluate --swap-names cross-type`` probes.
 
 Valid and test are never rewritten for training (``evaluate --swap-names`` rewrites them to
 measure how much the model reads the context: ``probe.py``). What a name looks like lives in
@@ -24,25 +28,28 @@ from typing import Sequence
 
 from ..data.conll import Sentence
 from ..labels import bio_spans
-from ..names import NAME_TYPES, name_like, synthetic_name
+from ..names import NAME_TYPES, name_like, rename, synthetic_name
 
 
 @dataclasses.dataclass(frozen=True)
 class AugmentSettings:
     replace: float = 0.0  # probability that a mention is swapped for another of its type
     mask: float = 0.0  # probability that a name mention's name-like words become synthetic names
+    swap: float = 0.0  # probability that a name mention's name becomes a train name of another name type
 
     def __post_init__(self) -> None:
-        for name in ("replace", "mask"):
+        for name in ("replace", "mask", "swap"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"expected the {name} share between 0 and 1, got {p}")
-        if self.replace + self.mask > 1.0:
-            raise ValueError(f"expected --mention-replace + --name-mask at most 1, got {self.replace} + {self.mask}")
+        if self.replace + self.mask + self.swap > 1.0:
+            shares = f"{self.replace} + {self.mask}" + (f" + {self.swap}" if self.swap else "")
+            raise ValueError(f"expected --mention-replace + --name-mask{' + --name-swap' if self.swap else ''} at most 1, "
+                             f"got {shares}")
 
     @property
     def active(self) -> bool:
-        return self.replace > 0 or self.mask > 0
+        return self.replace > 0 or self.mask > 0 or self.swap > 0
 
 
 def mention_pool(sentences: Sequence[Sentence]) -> dict[str, list[tuple[str, ...]]]:
@@ -55,9 +62,10 @@ def mention_pool(sentences: Sequence[Sentence]) -> dict[str, list[tuple[str, ...
 
 
 def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings: AugmentSettings,
-            rng: random.Random) -> Sentence:
+            rng: random.Random, donors: dict[str, list[tuple[str, ...]]] | None = None) -> Sentence:
     """The sentence with some mentions rewritten (see the module docstring); unchanged when
-    no draw hits. Tags stay BIO-valid."""
+    no draw hits. Tags stay BIO-valid. ``pool``: ``mention_pool`` of train (mention
+    replacement); ``donors``: ``names.donor_names`` of train (name swaps)."""
     tokens, labels = sentence.tokens, sentence.labels
     out_t: list[str] = []
     out_l: list[str] = []
@@ -71,6 +79,9 @@ def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings
             new = [synthetic_name(rng) if name_like(w) else w for w in words]
         elif r < settings.mask + settings.replace and len(pool.get(kind, ())) > 1:
             new = list(rng.choice(pool[kind]))
+        elif r < settings.mask + settings.replace + settings.swap and kind in NAME_TYPES and any(name_like(w) for w in words):
+            others = [t for t in NAME_TYPES if t != kind and (donors or {}).get(t)]
+            new = rename(words, rng.choice(donors[rng.choice(others)])) if others else list(words)
         else:
             new = list(words)
         changed |= new != words
@@ -85,5 +96,5 @@ def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings
 
 
 def augment_all(sentences: Sequence[Sentence], pool: dict[str, list[tuple[str, ...]]], settings: AugmentSettings,
-                rng: random.Random) -> list[Sentence]:
-    return [augment(s, pool, settings, rng) for s in sentences]
+                rng: random.Random, donors: dict[str, list[tuple[str, ...]]] | None = None) -> list[Sentence]:
+    return [augment(s, pool, settings, rng, donors) for s in sentences]

@@ -32,6 +32,7 @@ from ..models import TaggerConfig, WordTagger, build_model
 from ..models.backbone import load_tokenizer, set_encoder_dropout
 from ..decode import Decoder
 from ..tagging import SentenceTagger
+from ..names import donor_names
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
@@ -66,6 +67,7 @@ class TrainSettings:
     batch_tokens: int = 0  # cap on padded word pieces per batch (0 = batch_size windows, whatever their length)
     mention_replace: float = 0.0  # per mention and epoch: swap for another train mention of its type (augment.py)
     name_mask: float = 0.0  # per name mention and epoch: name-like words become synthetic names (augment.py)
+    name_swap: float = 0.0  # per name mention and epoch: the name becomes a train name of another name type (augment.py)
     shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
     average: float = 0.0  # decay of an exponential moving average of the weights, scored and saved instead (0 = off; averaging.py)
     init: str = ""  # start from this trained model (a run or its best/, e.g. a soup) instead of the pretrained backbone
@@ -90,7 +92,7 @@ class TrainSettings:
                 raise ValueError(f"expected --head softmax with --teacher (a CRF's emissions are no distribution "
                                  f"over labels to match), got --head {self.head}")
             if self.augment.active:
-                raise ValueError("expected no --mention-replace or --name-mask with --teacher: a rewritten word "
+                raise ValueError("expected no --mention-replace, --name-mask or --name-swap with --teacher: a rewritten word "
                                  "would be taught the original word's distribution")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"expected --distill-weight between 0 and 1, got {self.distill_weight}")
@@ -99,7 +101,7 @@ class TrainSettings:
 
     @property
     def augment(self) -> AugmentSettings:
-        return AugmentSettings(replace=self.mention_replace, mask=self.name_mask)
+        return AugmentSettings(replace=self.mention_replace, mask=self.name_mask, swap=self.name_swap)
 
 
 @dataclasses.dataclass
@@ -454,6 +456,7 @@ def train(
 
     augment = settings.augment
     pool = mention_pool(train_s) if augment.active else {}
+    donors = donor_names(train_s) if augment.swap else {}
     stream = None if augment.active else WordStream(windower, train_s, label2id)
     valid_ex = make_examples(windower, valid_s, label2id)
     rng = random.Random(data_seed)
@@ -468,7 +471,7 @@ def train(
     plan = []  # every epoch's batches, drawn up front so that the schedule knows the step count
     for _ in range(settings.epochs):
         if augment.active:  # mentions rewritten afresh each epoch
-            stream = WordStream(windower, augment_all(train_s, pool, augment, rng), label2id)
+            stream = WordStream(windower, augment_all(train_s, pool, augment, rng, donors), label2id)
         epoch_ex = stream.examples(rng, settings.context_share)
         plan.append((len(epoch_ex), bucketed_batches(epoch_ex, settings.batch_size, rng, max_tokens=settings.batch_tokens)))
     total_steps = sum(len(b) for _, b in plan)
@@ -476,7 +479,7 @@ def train(
     average = WeightAverage(model, settings.average) if settings.average else None
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
-        f"name mask {settings.name_mask}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
+        f"name mask {settings.name_mask}{f', name swap {settings.name_swap}' if settings.name_swap else ''}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
         + (f", encoder lr x{settings.layer_decay} per layer down" if settings.layer_decay < 1.0 else "")
         + (f", encoder dropout {settings.encoder_dropout}" if settings.encoder_dropout is not None else "")
         + (", word-piece embeddings frozen" + (" (shape markers' rows train)" if windower.marker_ids else "")
