@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID, TYPE_GRID as CALIBRATION_TYPE_GRID
 from .probe import SWAP_MODES
+from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID, TYPE_GRID as CALIBRATION_TYPE_GRID
 from .training.runs import SELECT_SCORES, SOUP_RECIPES
 
 
@@ -305,6 +305,7 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         renamed = [s.tokens for s in swapped]
+
     def joins(part: list[list[str]]) -> list[list[str]]:
         return [[w for s in part[k : k + join] for w in s] for k in range(0, len(part), join)]
 

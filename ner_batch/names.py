@@ -26,7 +26,6 @@ _VOWELS = "aeiouy"
 _ONSETS = ["br", "cr", "dr", "gr", "kr", "pl", "sh", "sk", "st", "tr", "th", "vl", "zh"]
 
 
-
 def name_like(word: str) -> bool:
     """A word with a capital letter or a digit that is not a generic head word ("Group", "RAT")."""
     return any(c.isupper() or c.isdigit() for c in word) and word.lower() not in GENERIC

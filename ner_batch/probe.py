@@ -50,7 +50,7 @@ def swap_names(sentences: Sequence[Sentence], mode: str, donors: dict[str, list[
                rng: random.Random) -> tuple[list[Sentence], list[Swap]]:
     """The sentences with every name mention renamed (see the module docstring), and one
     ``Swap`` per renamed mention, in order. Tags stay BIO-valid; other mentions and words are
-    unchanged. ``donors`` (``donor_names`` of train) is needed for ``cross-type`` only."""
+    unchanged. ``donors`` (``names.donor_names`` of train) is needed for ``cross-type`` only."""
     if mode not in SWAP_MODES:
         raise ValueError(f"expected a swap mode among {', '.join(SWAP_MODES)}, got {mode!r}")
     if mode == "cross-type" and sum(bool(donors.get(t)) for t in NAME_TYPES) < 2:
