@@ -216,6 +216,11 @@ def test_per_type_calibration_folds_every_shift_into_the_bias(head, tmp_path, to
     # O-only calibration records no types and, unless asked, no cross-fit
     plain = calibrate_run(run, tmp_path / "plain", grid=(0.0, 0.5), splits=tiny_splits(), log=lambda _: None)
     assert "types" not in plain["settings"]["calibrate"] and "cross_fit" not in plain["settings"]["calibrate"]
+    # O-only again on the per-type result: its type shifts stay, recorded with the grid that chose them, not this call's
+    again = calibrate_run(tmp_path / "cal", tmp_path / "again", grid=(0.0, 0.5), type_grid=(-3.0, 3.0), splits=tiny_splits(),
+                          log=lambda _: None)["settings"]["calibrate"]
+    assert again["types"] == chosen["types"] and again["type_grid"] == [0.25, 0.75]
+    assert again["type_passes"] == chosen["type_passes"]
 
 
 def test_calibrate_cli_per_type_prints_the_shifts(tmp_path, tokenizer):
