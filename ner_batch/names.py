@@ -8,8 +8,9 @@ and the context probe of ``evaluate --swap-names`` (``probe.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .data.conll import Sentence
 from .labels import bio_spans
@@ -26,9 +27,17 @@ _VOWELS = "aeiouy"
 _ONSETS = ["br", "cr", "dr", "gr", "kr", "pl", "sh", "sk", "st", "tr", "th", "vl", "zh"]
 
 
+Span = tuple[int, int, str]  # (start, end_exclusive, type)
+
+
 def name_like(word: str) -> bool:
     """A word with a capital letter or a digit that is not a generic head word ("Group", "RAT")."""
     return any(c.isupper() or c.isdigit() for c in word) and word.lower() not in GENERIC
+
+
+def name_mention(words: Sequence[str], kind: str) -> bool:
+    """A mention of a name type with a name-like word: what name masking and swaps rewrite."""
+    return kind in NAME_TYPES and any(name_like(w) for w in words)
 
 
 def synthetic_name(rng: random.Random) -> str:
@@ -89,3 +98,48 @@ def rename(words: list[str], name: tuple[str, ...]) -> list[str]:
             out += name
             placed = True
     return out
+
+
+def mask_names(words: Sequence[str], rng: random.Random) -> list[str]:
+    """``words`` with every name-like word a synthetic name ("Lazarus Group" -> "Vokrel Group")."""
+    return [synthetic_name(rng) if name_like(w) else w for w in words]
+
+
+def swap_name(words: list[str], kind: str, donors: dict[str, list[tuple[str, ...]]],
+              rng: random.Random) -> tuple[list[str], str] | None:
+    """``words`` renamed (:func:`rename`) with a donor name of a name type other than ``kind``,
+    and that type; None when ``donors`` (:func:`donor_names`) has no other type."""
+    others = [t for t in NAME_TYPES if t != kind and donors.get(t)]
+    if not others:
+        return None
+    donor = rng.choice(others)
+    return rename(words, rng.choice(donors[donor])), donor
+
+
+def rewrite_mentions(sentence: Sentence, rewrite: Callable[[list[str], str], list[str] | None]
+                     ) -> tuple[Sentence, list[tuple[Span, Span]]]:
+    """``sentence`` with each mention's words, in order, replaced by ``rewrite(words, type)``
+    (None: kept) and its tags rebuilt B-, I-, ...; and the ``(before, after)`` spans of every
+    mention ``rewrite`` gave words for. The sentence itself when no word changed."""
+    tokens, labels = sentence.tokens, sentence.labels
+    out_t: list[str] = []
+    out_l: list[str] = []
+    moved: list[tuple[Span, Span]] = []
+    pos, changed = 0, False
+    for start, end, kind in bio_spans(labels):
+        out_t += tokens[pos:start]
+        out_l += labels[pos:start]
+        words = list(tokens[start:end])
+        new = rewrite(words, kind)
+        if new is not None:
+            moved.append(((start, end, kind), (len(out_t), len(out_t) + len(new), kind)))
+            changed |= new != words
+            words = new
+        out_t += words
+        out_l += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
+        pos = end
+    if not changed:
+        return sentence, moved
+    out_t += tokens[pos:]
+    out_l += labels[pos:]
+    return dataclasses.replace(sentence, tokens=out_t, labels=out_l), moved

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from .data.conll import Sentence
 from .evaluation import MISSED, pair_spans
 from .labels import bio_spans
-from .names import NAME_TYPES, name_like, rename, synthetic_name
+from .names import NAME_TYPES, mask_names, name_mention, rewrite_mentions, swap_name
 
 SWAP_MODES = ("synthetic", "cross-type")
 
@@ -59,27 +59,21 @@ def swap_names(sentences: Sequence[Sentence], mode: str, donors: dict[str, list[
     out: list[Sentence] = []
     swaps: list[Swap] = []
     for index, sentence in enumerate(sentences):
-        tokens, labels = sentence.tokens, sentence.labels
-        new_t: list[str] = []
-        new_l: list[str] = []
-        pos = 0
-        for start, end, kind in bio_spans(labels):
-            new_t += tokens[pos:start]
-            new_l += labels[pos:start]
-            words, donor = list(tokens[start:end]), ""
-            if kind in NAME_TYPES and any(name_like(w) for w in words):
-                if mode == "synthetic":
-                    words = [synthetic_name(rng) if name_like(w) else w for w in words]
-                else:
-                    donor = rng.choice([t for t in NAME_TYPES if t != kind and donors.get(t)])
-                    words = rename(words, rng.choice(donors[donor]))
-                swaps.append(Swap(index, (start, end, kind), (len(new_t), len(new_t) + len(words), kind), donor))
-            new_t += words
-            new_l += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
-            pos = end
-        new_t += tokens[pos:]
-        new_l += labels[pos:]
-        out.append(dataclasses.replace(sentence, tokens=new_t, labels=new_l))
+        donor_types: list[str] = []  # the type of each new name, in mention order ("" for made-up names)
+
+        def rewrite(words: list[str], kind: str) -> list[str] | None:
+            if not name_mention(words, kind):
+                return None
+            if mode == "synthetic":
+                donor_types.append("")
+                return mask_names(words, rng)
+            new, donor = swap_name(words, kind, donors, rng)  # never None: two donor types were checked above
+            donor_types.append(donor)
+            return new
+
+        renamed, moved = rewrite_mentions(sentence, rewrite)
+        out.append(renamed)
+        swaps += [Swap(index, before, after, donor) for (before, after), donor in zip(moved, donor_types)]
     return out, swaps
 
 

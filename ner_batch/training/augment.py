@@ -28,7 +28,7 @@ from typing import Sequence
 
 from ..data.conll import Sentence
 from ..labels import bio_spans
-from ..names import NAME_TYPES, name_like, rename, synthetic_name
+from ..names import mask_names, name_mention, rewrite_mentions, swap_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,33 +66,19 @@ def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings
     """The sentence with some mentions rewritten (see the module docstring); unchanged when
     no draw hits. Tags stay BIO-valid. ``pool``: ``mention_pool`` of train (mention
     replacement); ``donors``: ``names.donor_names`` of train (name swaps)."""
-    tokens, labels = sentence.tokens, sentence.labels
-    out_t: list[str] = []
-    out_l: list[str] = []
-    pos, changed = 0, False
-    for start, end, kind in bio_spans(labels):
-        out_t += tokens[pos:start]
-        out_l += labels[pos:start]
-        words = tokens[start:end]
-        r = rng.random()
-        if r < settings.mask and kind in NAME_TYPES and any(name_like(w) for w in words):
-            new = [synthetic_name(rng) if name_like(w) else w for w in words]
-        elif r < settings.mask + settings.replace and len(pool.get(kind, ())) > 1:
-            new = list(rng.choice(pool[kind]))
-        elif r < settings.mask + settings.replace + settings.swap and kind in NAME_TYPES and any(name_like(w) for w in words):
-            others = [t for t in NAME_TYPES if t != kind and (donors or {}).get(t)]
-            new = rename(words, rng.choice(donors[rng.choice(others)])) if others else list(words)
-        else:
-            new = list(words)
-        changed |= new != words
-        out_t += new
-        out_l += [f"B-{kind}"] + [f"I-{kind}"] * (len(new) - 1)
-        pos = end
-    if not changed:
-        return sentence
-    out_t += tokens[pos:]
-    out_l += labels[pos:]
-    return dataclasses.replace(sentence, tokens=out_t, labels=out_l)
+
+    def rewrite(words: list[str], kind: str) -> list[str] | None:
+        r = rng.random()  # one draw per mention, whatever it holds
+        if r < settings.mask and name_mention(words, kind):
+            return mask_names(words, rng)
+        if r < settings.mask + settings.replace and len(pool.get(kind, ())) > 1:
+            return list(rng.choice(pool[kind]))
+        if r < settings.mask + settings.replace + settings.swap and name_mention(words, kind):
+            swapped = swap_name(words, kind, donors or {}, rng)
+            return swapped[0] if swapped else None
+        return None
+
+    return rewrite_mentions(sentence, rewrite)[0]
 
 
 def augment_all(sentences: Sequence[Sentence], pool: dict[str, list[tuple[str, ...]]], settings: AugmentSettings,
