@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .probe import SWAP_MODES
+from .probe import SWAP_MODES, format_probe, probe_scores, swap_names
 from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID, TYPE_GRID as CALIBRATION_TYPE_GRID
 from .training.runs import SELECT_SCORES, SOUP_RECIPES
 
@@ -298,7 +298,6 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
         import random
 
         from .names import donor_names
-        from .probe import swap_names
 
         try:
             swapped, swaps = swap_names(sents, swap_mode, donor_names(train_sents), random.Random(swap_seed))
@@ -334,8 +333,6 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
         known_names = mention_texts([s.labels for s in train_sents], [s.tokens for s in train_sents])
         result["new_names"] = new_name_recall(gold, pred, tokens, known_names)
     if swap_mode is not None:
-        from .probe import probe_scores
-
         result["context_probe"] = {"mode": swap_mode, "seed": swap_seed, **probe_scores(swaps, pred, pred_renamed)}
     unknown = sorted({lab for s in sents for lab in s.labels} - known)
     if unknown:  # counted as misses: say so rather than score quietly low
@@ -358,8 +355,6 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
         if "new_names" in result:
             click.echo(format_new_names(result["new_names"]))
         if "context_probe" in result:
-            from .probe import format_probe
-
             click.echo(format_probe(result["context_probe"], swap_mode, swap_seed))
         if confusions:
             click.echo("")

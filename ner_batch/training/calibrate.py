@@ -152,12 +152,10 @@ def calibrate_run(
         types[t] = types.get(t, 0.0) + shift
     settings["calibrate"] = {"label": LABEL, "shift": earlier.get("shift", 0.0) + fit["shift"], "select": select,
                              "grid": sorted(float(g) for g in grid), "run": str(run)}
-    if per_type:
-        settings["calibrate"].update(types={t: s for t, s in types.items() if s}, type_grid=sorted(float(g) for g in type_grid),
-                                     type_passes=fit["passes"])
-    elif types:  # type shifts of an earlier per-type calibration stay in the bias: recorded as that call chose them
-        settings["calibrate"].update(types={t: s for t, s in types.items() if s},
-                                     **{k: earlier[k] for k in ("type_grid", "type_passes") if k in earlier})
+    if per_type or types:  # type shifts of an earlier per-type calibration stay in the bias: recorded as that call chose them
+        how = (dict(type_grid=sorted(float(g) for g in type_grid), type_passes=fit["passes"]) if per_type
+               else {k: earlier[k] for k in ("type_grid", "type_passes") if k in earlier})
+        settings["calibrate"].update(types={t: s for t, s in types.items() if s}, **how)
     if folds:
         both = {"o_only": dict(grid=grid, key=key, type_grid=())}
         if per_type:
