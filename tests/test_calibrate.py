@@ -194,6 +194,37 @@ def test_cross_fit_scores_each_part_with_the_numbers_fitted_on_the_others():
     assert result["f1"] == expected["f1"] and result["unseen"]["f1"] == expected["unseen"]["f1"]
 
 
+def test_scorer_decodes_each_offset_and_sentence_set_once():
+    scorer = random_scorer(6, n=10)
+    decoder, decoded = scorer.decoder, []
+    scorer.decoder = lambda ems: decoded.append(len(ems)) or decoder(ems)
+    offset = offset_of(0.5, {"Tool": -0.5})
+    first = scorer.score(offset)
+    assert scorer.score(offset.copy()) is first and decoded == [10]  # the same offset again: not decoded again
+    part = scorer.score(offset, [0, 2, 4])
+    assert decoded == [10, 3] and part is not first and scorer.score(offset, (0, 2, 4)) is part
+    scorer.score(offset_of(0.25, {"Tool": -0.5}))
+    assert decoded == [10, 3, 10]
+    # what a cached score says equals a fresh scorer's answer
+    fresh = random_scorer(6, n=10)
+    assert fresh.score(offset)["f1"] == first["f1"] and fresh.score(offset, [0, 2, 4])["f1"] == part["f1"]
+    # a cross-fit of O-only then per-type fits (as calibrate --per-type runs them): the per-type fits' O sweeps are
+    # the O-only fits' and are not decoded again; a fresh scorer decodes them, exactly 2 folds x the grid more
+    def per_type_decodes(scorer, after_o_only):
+        calls = []
+        predict = scorer.predict
+        scorer.predict = lambda offset, idx=None: calls.append(1) or predict(offset, idx)
+        fit = lambda t: (lambda idx: fit_offset(scorer, idx, grid=DEFAULT_GRID, type_grid=t))
+        if after_o_only:
+            cross_fit(scorer, 2, fit(()))
+            calls.clear()
+        result = cross_fit(scorer, 2, fit((-0.5, 0.5)))
+        return len(calls), result["f1"]
+
+    (cached, f1_cached), (alone, f1_alone) = per_type_decodes(random_scorer(7), True), per_type_decodes(random_scorer(7), False)
+    assert alone - cached == 2 * len(DEFAULT_GRID) and f1_cached == f1_alone
+
+
 @pytest.mark.parametrize("head", ["softmax", "crf"])
 def test_per_type_calibration_folds_every_shift_into_the_bias(head, tmp_path, tokenizer):
     (run,) = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1,), head=head)

@@ -207,6 +207,8 @@ class ShiftScorer:
         # what every score needs of train, computed once: the unseen mask and train's mention texts
         self.unseen = unseen_mask(self.sentences, self.train)
         self.known = mention_texts([s.labels for s in self.train], [s.tokens for s in self.train])
+        # scores by (offset, sentences): a cross-fit runs the same O sweep on each fold for O-only and per-type fits
+        self._scores: dict[tuple[bytes, tuple[int, ...] | None], dict[str, Any]] = {}
 
     @classmethod
     def of_model(cls, model, windower, sentences: Sequence, train: Sequence) -> "ShiftScorer":
@@ -227,12 +229,17 @@ class ShiftScorer:
         return [[self.labels[t] for t in tags.tolist()] for tags, _ in decoded]
 
     def score(self, offset: np.ndarray, idx: Sequence[int] | None = None) -> dict[str, Any]:
-        """Scores (whole, unseen, seen, new names) of the sentences ``idx`` decoded with ``offset``."""
+        """Scores (whole, unseen, seen, new names) of the sentences ``idx`` decoded with ``offset``.
+
+        Computed once per offset and sentence set; later calls return the same (read-only) dict."""
         from .trainer import score_predictions
 
-        idx = range(len(self.sentences)) if idx is None else idx
-        return score_predictions([self.sentences[i] for i in idx], self.predict(offset, idx), self.train,
-                                 unseen=[self.unseen[i] for i in idx], known=self.known)
+        key = (np.asarray(offset, dtype=np.float32).tobytes(), None if idx is None else tuple(idx))
+        if key not in self._scores:
+            idx = range(len(self.sentences)) if idx is None else idx
+            self._scores[key] = score_predictions([self.sentences[i] for i in idx], self.predict(offset, idx),
+                                                  self.train, unseen=[self.unseen[i] for i in idx], known=self.known)
+        return self._scores[key]
 
 
 def _valid_entry_of(result: dict[str, Any]) -> dict[str, float]:
