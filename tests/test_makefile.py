@@ -40,10 +40,28 @@ def test_ensemble_runs_are_trained_with_the_dropout_and_data_seed_their_names_sa
 
 def test_the_default_crf_runs_keep_the_heads_default_dropout_and_finished_runs_are_not_retrained(tmp_path):
     trains = _dry_run(tmp_path, "train-crf")
-    assert [_option(c, "--out") for c in trains] == [f"runs/crf-d{d}" for d in (13, 14, 15, 16)]
+    plain, swapped = [f"runs/crf-d{d}" for d in (13, 14, 15, 16)], [f"runs/crf-ns03-d{d}" for d in (13, 14, 15, 16)]
+    assert [_option(c, "--out") for c in trains] == plain + swapped
     assert all(_option(c, "--dropout") is None for c in trains)
-    for name in ("crf-d14", "crf-do30-d15"):
+    for command in trains:  # the crf-ns03 runs, and only they, swap names at 0.03; all share --seed 13
+        out = _option(command, "--out")
+        assert _option(command, "--name-swap") == ("0.03" if out in swapped else None), command
+        assert _option(command, "--seed") == "13" and _option(command, "--data-seed") == out.rsplit("-d", 1)[1], command
+    for name in ("crf-d14", "crf-ns03-d16", "crf-do30-d15"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / ".done").touch()
-    assert "runs/crf-d14" not in {_option(c, "--out") for c in _dry_run(tmp_path, "train-crf")}
+    left = [_option(c, "--out") for c in _dry_run(tmp_path, "train-crf")]
+    assert left == [r for r in plain + swapped if r not in ("runs/crf-d14", "runs/crf-ns03-d16")]
     assert "runs/crf-do30-d15" not in {_option(c, "--out") for c in _dry_run(tmp_path, "export-ensemble", "ENSEMBLE_HEADS=crf")}
+
+
+def test_the_crf_soup_takes_all_eight_runs_and_the_softmax_soup_its_four(tmp_path):
+    def soup_runs(target):
+        res = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "-o", ".venv/.installed",
+                              target], capture_output=True, text=True, timeout=60)
+        found = re.search(r'runs="([^"]*)"', res.stdout)
+        assert res.returncode == 0 and found, res.stdout + res.stderr
+        return found.group(1).split()
+
+    assert soup_runs("train-crf") == [f"runs/crf-d{d}" for d in (13, 14, 15, 16)] + [f"runs/crf-ns03-d{d}" for d in (13, 14, 15, 16)]
+    assert soup_runs("train-softmax") == [f"runs/softmax-d{d}" for d in (13, 14, 15, 16)]
