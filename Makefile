@@ -23,7 +23,8 @@ CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4 --
 # settings above from the same initial weights (--seed 13), each with its own batch order
 # (--data-seed N), averaged (ner-batch soup), then the "O" emission shifted by the amount that
 # scores best on valid (ner-batch calibrate):
-#   runs/<head>-d<N> (one training each) -> runs/<head>-soup -> runs/<head> (what make export takes)
+#   runs/<head>-d<N> (one training each; for the crf also runs/crf-ns03-d<N>) -> runs/<head>-soup
+#   -> runs/<head> (what make export takes)
 # Chosen on valid-unseen F1 with no loss on whole valid. Two trainings at a time on 2 cores:
 #   make -j2 train TRAIN_THREADS=1
 # A finished training is not run again (runs/<head>-d<N>/.done). One seed: no soup, calibration only.
