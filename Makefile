@@ -31,7 +31,7 @@ CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4 --
 SOFTMAX_SEEDS ?= 13 14 15 16
 CRF_SEEDS ?= 13 14 15 16
 # The crf soup also takes four runs that train with names swapped across name types (crf-ns03-d<N>:
-# CRF_ARGS + --name-swap 0.03; chosen on valid, README "A soup of six, and name swap 0.03"):
+# CRF_ARGS + --name-swap 0.03; chosen on valid, README "Candidate H, a soup of eight"):
 # a soup of eight, the plain runs' memory of names and the swapped runs' reading of context.
 CRF_SWAP_SEEDS ?= 13 14 15 16
 SOUP_ARGS ?= --recipe uniform
