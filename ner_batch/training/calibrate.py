@@ -311,7 +311,7 @@ def cross_fit(scorer: ShiftScorer, folds: int, fit: Callable[[list[int]], dict[s
             predicted[i] = labels
     from .trainer import score_predictions
 
-    return score_predictions(scorer.sentences, predicted, scorer.train)
+    return score_predictions(scorer.sentences, predicted, scorer.train, unseen=scorer.unseen, known=scorer.known)
 
 
 def sweep_o(scorer: ShiftScorer, grid: Sequence[float], idx: Sequence[int] | None = None,
