@@ -14,12 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
 
-def _dry_run(workdir: Path, *targets: str) -> list[str]:
-    """The `ner-batch train` commands `make -n TARGETS` would run in ``workdir`` (install taken as done)."""
+def _make_n(workdir: Path, *targets: str) -> str:
+    """What `make -n TARGETS` prints in ``workdir`` (install taken as done): the commands it would run."""
     res = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(workdir), "-o", ".venv/.installed", *targets],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    return [line for line in res.stdout.splitlines() if " train " in line]
+    return res.stdout
+
+
+def _dry_run(workdir: Path, *targets: str) -> list[str]:
+    """The `ner-batch train` commands `make -n TARGETS` would run in ``workdir``."""
+    return [line for line in _make_n(workdir, *targets).splitlines() if " train " in line]
 
 
 def _option(command: str, name: str) -> str | None:
@@ -57,10 +62,9 @@ def test_the_default_crf_runs_keep_the_heads_default_dropout_and_finished_runs_a
 
 def test_the_crf_soup_takes_all_eight_runs_and_the_softmax_soup_its_four(tmp_path):
     def soup_runs(target):
-        res = subprocess.run(["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "-o", ".venv/.installed",
-                              target], capture_output=True, text=True, timeout=60)
-        found = re.search(r'runs="([^"]*)"', res.stdout)
-        assert res.returncode == 0 and found, res.stdout + res.stderr
+        printed = _make_n(tmp_path, target)
+        found = re.search(r'runs="([^"]*)"', printed)
+        assert found, printed
         return found.group(1).split()
 
     assert soup_runs("train-crf") == [f"runs/crf-d{d}" for d in (13, 14, 15, 16)] + [f"runs/crf-ns03-d{d}" for d in (13, 14, 15, 16)]
