@@ -19,7 +19,7 @@ export TOKENIZERS_PARALLELISM ?= false
 SOFTMAX_ARGS ?= --epochs 20 --average 0.999 --lr 2e-4 --batch-size 16 --patience 4 --context-share 0.2 --batch-tokens 768 --shape-markers
 CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4 --context-share 0.2 --batch-tokens 768 --shape-markers
 
-# Each shipped model is a soup, then calibrated (README "Soups and calibration"): runs of the
+# Each shipped model is a soup, then calibrated (docs/training/experiments.md, "Soups and calibration"): runs of the
 # settings above from the same initial weights (--seed 13), each with its own batch order
 # (--data-seed N), averaged (ner-batch soup), then the "O" emission shifted by the amount that
 # scores best on valid (ner-batch calibrate):
@@ -31,7 +31,7 @@ CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4 --
 SOFTMAX_SEEDS ?= 13 14 15 16
 CRF_SEEDS ?= 13 14 15 16
 # The crf soup also takes four runs that train with names swapped across name types (crf-ns03-d<N>:
-# CRF_ARGS + --name-swap 0.03; chosen on valid, README "Candidate H, a soup of eight"):
+# CRF_ARGS + --name-swap 0.03; chosen on valid, docs/training/experiments.md, "Candidate H, a soup of eight"):
 # a soup of eight, the plain runs' memory of names and the swapped runs' reading of context.
 CRF_SWAP_SEEDS ?= 13 14 15 16
 SOUP_ARGS ?= --recipe uniform
