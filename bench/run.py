@@ -646,6 +646,10 @@ class Bench:
 # ---------------------------------------------------------------- main
 
 
+# Sections that time the softmax run (runs/softmax) or its bundle (export/softmax).
+SOFTMAX_SECTIONS = {"peers", "ner-batch", "roofline", "raw", "scaling", "engines", "startup", "profile", "candidates"}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="DNRTI directory [default: ../shared/data/dnrti]")
@@ -665,9 +669,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     runs, export = Path(args.runs), Path(args.export)
-    # Every section but "ensembles" times the trained runs and their bundles; "ensembles" needs
-    # only the bundles it compares (export/<head> beside export/<head>-xN, per head).
-    heads_run = ("softmax", "crf") if set(args.sections) - {"ensembles"} else ()
+    # The sections that time a trained run and its bundle need them: "crf" the crf, the others in
+    # SOFTMAX_SECTIONS the softmax model. "decode" times random emissions; "markers" and
+    # "ensembles" find the bundle pairs they compare themselves and skip a head without them.
+    heads_run = tuple(head for head, wanted in (("softmax", SOFTMAX_SECTIONS & set(args.sections)),
+                                                ("crf", {"crf"} & set(args.sections))) if wanted)
     for need in [p for h in heads_run for p in (runs / h / "best", export / h / "manifest.json")]:
         if not need.exists():
             print(f"bench: expected {need}; run `make train` and `make export` first", file=sys.stderr)

@@ -131,3 +131,21 @@ def test_bench_markers_and_ensembles_sections_time_bundles_side_by_side(tmp_path
     assert ens[0]["speed_vs_first"] == 1.0 and ens[1]["speed_vs_first"] > 0 and len(ens[1]["runs_s"]) == 5
     assert "| softmax-x2 (ensemble of 2), ner-batch int8, 1 worker | int8 |" in md
     assert "ensembles: no crf ensemble bundle (export/crf-xN); skipped" in res.stderr
+
+
+@pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
+def test_bench_sections_need_only_their_own_models(tmp_path):
+    runs, export, out = tmp_path / "runs", tmp_path / "export", tmp_path / "results"
+    runs.mkdir()
+    export.mkdir()
+    base = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
+            "--repeat", "1", "--repeats", "1", "--out", str(out)]
+    res = subprocess.run(base + ["--sections", "crf"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
+        f"bench: expected {runs / 'crf' / 'best'}; run `make train` and `make export` first"  # the crf only, not softmax
+    res = subprocess.run(base + ["--sections", "roofline"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and f"expected {runs / 'softmax' / 'best'}" in res.stderr
+    res = subprocess.run(base + ["--sections", "decode"], capture_output=True, text=True, timeout=600)  # needs no model
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((out / "latest.json").read_text())["rows"]
+    assert rows and {r["section"] for r in rows} == {"decode"}
