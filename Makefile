@@ -37,7 +37,7 @@ CRF_SWAP_SEEDS ?= 13 14 15 16
 SOUP_ARGS ?= --recipe uniform
 TRAIN_THREADS ?= 0
 
-.PHONY: install test test-all train train-softmax train-crf export export-ensemble demo bench bench-ensembles bench-cuts bench-formats clean
+.PHONY: install test test-all train train-softmax train-crf export export-ensemble demo bench bench-ensembles bench-cuts bench-formats bench-text clean
 
 install: $(STAMP)
 
@@ -169,6 +169,10 @@ bench-cuts: install
 # Cost of --output-format stix against jsonl and conll; STIX bundles of examples/corpus validated.
 bench-formats: install
 	$(PY) bench/formats.py --data $(DATA)
+
+# F1 of raw text against DNRTI's own tokens, per bundle, valid and test (no timing). Writes bench/results/text.{json,md}.
+bench-text: install
+	$(PY) bench/text.py --data $(DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -627,6 +627,74 @@ def convert(tags_file, to, out) -> None:
                                                        f"(first: line {skipped[0]})" if skipped else ""), err=True)
 
 
+@main.command()
+@click.argument("gold_file", metavar="GOLD", type=click.Path(exists=True, dir_okay=False))
+@click.argument("tags_file", metavar="TAGS", type=click.Path(exists=True, dir_okay=False))
+@click.option("--map", "label_map", multiple=True, metavar="GOLD=MODEL",
+              help="Read a gold label as a model label, e.g. --map group=HackOrg --map software=Tool (repeat it).")
+@click.option("--types", "types", default=None, metavar="T1,T2",
+              help="The types GOLD marks wherever they occur, comma-separated [default: the types found in GOLD]; "
+                   "predicted spans of other types are neither right nor wrong.")
+@click.option("--confusions", is_flag=True, help="Also print the span-level type confusion table.")
+@click.option("--bootstrap", "rounds", type=click.IntRange(0, 10_000), default=1000, show_default=True,
+              help="Resamples of the documents for the 95% interval of micro F1; 0: none.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def score(gold_file, tags_file, label_map, types, confusions, rounds, as_json) -> None:
+    """Score TAGS (records of `ner-batch tag`, .gz too) against GOLD character spans of your own text.
+
+    \b
+    GOLD is JSONL, one document per line, the input format of `tag` with the entities added:
+      {"id": "r1", "text": "...", "entities": [{"start": 0, "end": 5, "label": "HackOrg"}]}
+    so `ner-batch tag gold.jsonl --out tags.jsonl` then `ner-batch score gold.jsonl tags.jsonl`
+    measures the model on your reports. Offsets are Unicode code points, end exclusive.
+    Reported per gold type: exact-span precision, recall and F1, and what the spans not found
+    exactly got instead (another type, other boundaries, untagged). Only the types the gold
+    has are scored: a gold that marks only groups and software does not count the model's
+    other types as wrong. Documents are joined by id; a gold document with no record or an
+    error record is left out and listed; bad gold lines and entities are skipped and counted.
+    """
+    import dataclasses
+
+    from .evaluation import format_bootstrap, format_confusion
+    from .gold_spans import GoldError, format_spans_report, read_gold, read_tags, score_spans
+
+    mapping = {}
+    for item in label_map:
+        source, sep, target = item.partition("=")
+        if not sep or not source or not target:
+            raise click.ClickException(f"expected --map GOLD=MODEL (e.g. --map software=Tool), got {item!r}")
+        mapping[source] = target
+    try:
+        gold = read_gold(gold_file, mapping)
+        tags, tags_skipped = read_tags(tags_file)
+    except GoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not any(d.id in tags for d in gold.docs):
+        raise click.ClickException(
+            f"expected records in {tags_file} for the documents of {gold_file}, found none with the same id "
+            f"(gold ids start {', '.join(repr(d.id) for d in gold.docs[:2])}); tag the gold file itself, with ids")
+    scored_types = None
+    if types is not None:
+        scored_types = [x.strip() for x in types.split(",") if x.strip()]
+        missing = sorted(set(gold.types) - set(scored_types))
+        if not scored_types or missing:
+            raise click.ClickException(f"expected --types to name every type in {gold_file} ({', '.join(gold.types)}), "
+                                       f"got {types!r}" + (f"; missing {', '.join(missing)}" if missing else ""))
+    result = score_spans(gold, tags, types=scored_types, rounds=rounds)
+    result["tags"] = str(tags_file)
+    skipped = gold.skipped + tags_skipped
+    if as_json:
+        result["skipped"] = [dataclasses.asdict(r) for r in skipped]
+        click.echo(json.dumps(result))
+        return
+    click.echo(format_spans_report(result, skipped))
+    if "bootstrap" in result:
+        click.echo(format_bootstrap(result["bootstrap"], unit="documents"))
+    if confusions:
+        click.echo("")
+        click.echo(format_confusion(result["confusion"]))
+
+
 @main.command("export")
 @click.option("--run", "run_dirs", type=click.Path(exists=True, file_okay=False), required=True, multiple=True,
               help="Training run (runs/NAME). Repeat it to export the output ensemble of the runs as one graph "

@@ -4,7 +4,7 @@ bootstrap intervals of F1 and of the difference between two taggers on the same 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Container, Iterable, Sequence
 
 import numpy as np
 
@@ -140,8 +140,9 @@ def bootstrap(counts: np.ndarray, unseen: Sequence[bool] | None = None, against:
     return result
 
 
-def format_bootstrap(result: dict[str, Any], against: str = "") -> str:
-    """One line per part: F1 and its interval, and with ``against`` the difference to it."""
+def format_bootstrap(result: dict[str, Any], against: str = "", unit: str = "sentences") -> str:
+    """One line per part: F1 and its interval, and with ``against`` the difference to it
+    (``unit``: what was resampled, as the last line says)."""
     pct = f"{result['level'] * 100:g}%"
     lines = []
     for name, entry in ((k, result[k]) for k in ("all", "unseen") if k in result):
@@ -152,7 +153,8 @@ def format_bootstrap(result: dict[str, Any], against: str = "") -> str:
             line += (f"; minus {against}: {d['f1']*100:+.2f}, {pct} interval {d['interval'][0]*100:+.2f} to "
                      f"{d['interval'][1]*100:+.2f}, higher in {d['above_zero']*100:.1f}% of resamples")
         lines.append(line)
-    lines.append(f"(bootstrap: {result['rounds']} resamples of the sentences, unseen and seen drawn apart, seed {result['seed']})")
+    apart = ", unseen and seen drawn apart" if "unseen" in result else ""
+    lines.append(f"(bootstrap: {result['rounds']} resamples of the {unit}{apart}, seed {result['seed']})")
     return "\n".join(lines)
 
 
@@ -168,10 +170,20 @@ def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]])
     Returns ``{"matrix": {gold: {pred: n}}, "exact": {gold: n}, "top": [[gold, pred, n], ...]}``
     where ``top`` lists the off-diagonal cells, largest first.
     """
+    return span_confusion((bio_spans(list(g)), bio_spans(list(p))) for g, p in zip(gold, pred))
+
+
+def span_confusion(units: Iterable[tuple[Sequence[tuple[int, int, str]], Sequence[tuple[int, int, str]]]],
+                   spurious_types: Container[str] | None = None) -> dict[str, Any]:
+    """``type_confusion`` of spans given as ``(start, end_exclusive, type)``, per unit (a
+    sentence's word spans, a document's character spans): ``units`` yields ``(gold spans,
+    predicted spans)``. With ``spurious_types``, only predicted spans of those types count as
+    spurious (the types a partial gold annotates); every predicted span may still pair with a
+    gold span. Returns what ``type_confusion`` does.
+    """
     matrix: dict[str, Counter] = {}
     exact: Counter = Counter()
-    for g_tags, p_tags in zip(gold, pred):
-        g_spans, p_spans = bio_spans(list(g_tags)), bio_spans(list(p_tags))
+    for g_spans, p_spans in units:
         best, touched = pair_spans(g_spans, p_spans)
         for (gs, ge, gt), k in zip(g_spans, best):
             row = matrix.setdefault(gt, Counter())
@@ -182,7 +194,7 @@ def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]])
             if p_spans[k] == (gs, ge, gt):
                 exact[gt] += 1
         for k, (_, _, pt) in enumerate(p_spans):
-            if not touched[k]:
+            if not touched[k] and (spurious_types is None or pt in spurious_types):
                 matrix.setdefault(SPURIOUS, Counter())[pt] += 1
     top = sorted(((g, p, n) for g, row in matrix.items() for p, n in row.items() if p != g), key=lambda x: (-x[2], x[0], x[1]))
     return {

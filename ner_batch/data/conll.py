@@ -78,15 +78,20 @@ class ReadReport:
         if not self.repairs:
             return f"{self.sentences} sentences, {self.tokens} tokens, no repairs"
         lines = [f"{self.sentences} sentences, {self.tokens} tokens; repairs:"]
-        by_kind: dict[str, list[Repair]] = collections.defaultdict(list)
-        for r in self.repairs:
-            by_kind[r.kind].append(r)
-        counts = self.counts()
-        for kind, items in sorted(by_kind.items()):
-            where = ", ".join(f"{Path(r.file).name}:{r.line}" for r in items[:max_lines_per_kind])
-            more = f" (+{len(items) - max_lines_per_kind} more)" if len(items) > max_lines_per_kind else ""
-            lines.append(f"  {kind}: {counts[kind]} [{items[0].action}] at {where}{more}")
-        return "\n".join(lines)
+        return "\n".join(lines + repair_lines(self.repairs, max_lines_per_kind))
+
+
+def repair_lines(repairs: Sequence[Repair], max_lines_per_kind: int = 3) -> list[str]:
+    """One line per kind of repair: its count, what was done, and the first places it was done."""
+    by_kind: dict[str, list[Repair]] = collections.defaultdict(list)
+    for r in repairs:
+        by_kind[r.kind].append(r)
+    lines = []
+    for kind, items in sorted(by_kind.items()):
+        where = ", ".join(f"{Path(r.file).name}:{r.line}" for r in items[:max_lines_per_kind])
+        more = f" (+{len(items) - max_lines_per_kind} more)" if len(items) > max_lines_per_kind else ""
+        lines.append(f"  {kind}: {sum(r.count for r in items)} [{items[0].action}] at {where}{more}")
+    return lines
 
 
 def _inside_of(label: str) -> str:

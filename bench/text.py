@@ -1,0 +1,122 @@
+"""`make bench-text`: what a user who tags raw text gets, against the pre-tokenized F1 of the tables.
+
+Every F1 in the README's tables tags DNRTI's own tokens. Analysts tag raw text, which ner-batch
+cuts into words itself (``ner_batch.pipeline.segment``), not always as DNRTI's annotators did
+(``APT28 's``, ``C&C``, ``(C2)``, ``Instagram®`` are one DNRTI token each). For each bundle and
+split (valid, test), each sentence becomes one document twice: its tokens (``{"tokens"}``) and
+its text, the tokens joined by single spaces (``{"text"}``); both are tagged with ``ner-batch
+tag`` (in process) and scored by ``ner-batch score`` against the same gold character spans.
+The text rows are also split by whether the segmenter's words are DNRTI's tokens.
+
+No timing: F1 only, so it may run beside other work. Writes ``bench/results/text.json`` and
+``text.md``, with the CPU model and flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from common import machine  # noqa: E402
+
+from ner_batch.data.dnrti import data_dir, load_split, unseen_mask  # noqa: E402
+from ner_batch.gold_spans import GoldDoc, GoldFile, read_tags, score_spans  # noqa: E402
+from ner_batch.labels import bio_spans  # noqa: E402
+from ner_batch.pipeline.run import tag_corpus  # noqa: E402
+from ner_batch.pipeline.segment import split_document  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[text {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def gold_of(sentences) -> GoldFile:
+    """Each sentence a document: its tokens joined by single spaces, its entities as character spans."""
+    docs = []
+    for i, s in enumerate(sentences):
+        offsets, pos = [], 0
+        for w in s.tokens:
+            offsets.append((pos, pos + len(w)))
+            pos += len(w) + 1
+        spans = sorted({(offsets[a][0], offsets[b - 1][1], t) for a, b, t in bio_spans(s.labels)})
+        docs.append(GoldDoc(f"s{i}", i + 1, spans, " ".join(s.tokens)))
+    return GoldFile("dnrti", docs, [])
+
+
+def part(gold: GoldFile, keep) -> GoldFile:
+    return GoldFile(gold.path, [d for d, k in zip(gold.docs, keep) if k], [])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--export", default=str(ROOT / "export"))
+    ap.add_argument("--bundles", nargs="+", default=["softmax", "crf"])
+    ap.add_argument("--variant", default="opt")
+    ap.add_argument("--splits", nargs="+", default=["valid", "test"])
+    ap.add_argument("--out", default=str(HERE / "results" / "text"))
+    args = ap.parse_args()
+
+    directory = data_dir(args.data)
+    train, _ = load_split(directory, "train")
+    tmp = Path(tempfile.mkdtemp(prefix="ner-batch-text-"))
+    quiet = dict(progress=False, say=lambda m: None, device="cpu", variant=args.variant)
+    rows = []
+    for split in args.splits:
+        sents, _ = load_split(directory, split)
+        gold = gold_of(sents)
+        unseen = unseen_mask(sents, train)
+        same_words = [[w for sent in split_document(d.text)[0] for w in sent] == s.tokens for d, s in zip(gold.docs, sents)]
+        tokens_in = write_jsonl(tmp / f"{split}-tokens.jsonl", ({"id": d.id, "tokens": s.tokens} for d, s in zip(gold.docs, sents)))
+        text_in = write_jsonl(tmp / f"{split}-text.jsonl", ({"id": d.id, "text": d.text} for d in gold.docs))
+        for name in args.bundles:
+            bundle = Path(args.export) / name
+            if not (bundle / "manifest.json").is_file():
+                log(f"{bundle}: no bundle, skipped (make train && make export)")
+                continue
+            for kind, path in (("tokens", tokens_in), ("text", text_in)):
+                out = tmp / f"{name}-{split}-{kind}-out.jsonl"
+                tag_corpus([str(path)], bundle, out, **quiet)
+                tags, _ = read_tags(out)
+                f1 = lambda keep: round(score_spans(part(gold, keep), tags, types=gold.types, rounds=0)["f1"] * 100, 2)  # noqa: E731
+                row = {"bundle": name, "split": split, "input": kind, "sentences": len(sents),
+                       "f1": f1([True] * len(sents)), "unseen_f1": f1(unseen),
+                       "same_words": sum(same_words), "f1_same_words": f1(same_words),
+                       "f1_other_words": f1([not k for k in same_words])}
+                log(f"{name} {split} {kind}: F1 {row['f1']} (unseen {row['unseen_f1']}); sentences the segmenter cuts "
+                    f"as DNRTI does ({row['same_words']}): {row['f1_same_words']}, the others: {row['f1_other_words']}")
+                rows.append(row)
+    info = machine()
+    from ner_batch.cpu import cpu_info
+
+    info["cpu_features"] = cpu_info()
+    result = {"machine": info, "command": "make bench-text", "variant": args.variant, "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"Machine: {info['cpu']} ({info['cpu_features']['class']}), {info['cores']} cores; variant {args.variant}",
+             "Command: `make bench-text`. Each DNRTI sentence one document, scored by `ner-batch score` (exact character spans).", "",
+             "| bundle | split | input | F1 | unseen F1 | sentences cut into DNRTI's tokens | F1 on them | F1 on the others |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['bundle']} | {r['split']} | {r['input']} | {r['f1']} | {r['unseen_f1']} | "
+                     f"{r['same_words']} of {r['sentences']} | {r['f1_same_words']} | {r['f1_other_words']} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
