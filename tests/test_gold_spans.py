@@ -208,3 +208,16 @@ def test_types_option_scores_a_type_the_gold_lacks(files, tmp_path):
     res = run("score", gold, tags, *maps, "--types", "HackOrg")
     assert res.exit_code == 1 and res.output.strip() == (
         f"Error: expected --types to name every type in {gold} (HackOrg, Tool), got 'HackOrg'; missing Tool")
+
+
+def test_score_runs_without_torch(files):
+    import subprocess
+    import sys
+
+    gold, tags = files
+    code = ("import sys\nsys.modules['torch'] = None\nsys.modules['seqeval'] = None\n"  # any import of them raises
+            "from ner_batch.cli import main\n"
+            f"main(['score', {gold!r}, {tags!r}, '--map', 'group=HackOrg', '--map', 'software=Tool', '--json'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["f1"] == pytest.approx(0.4)
