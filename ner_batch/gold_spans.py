@@ -175,9 +175,10 @@ def score_spans(gold: GoldFile, tags: Mapping[str, TaggedDoc], *, types: Iterabl
     overlapping most, ``(missed)``), and a bootstrap interval of micro F1 over documents.
 
     ``types``: the types the gold marks wherever they occur (default: those found in it); a
-    predicted span of another type is neither right nor spurious. Documents of the gold with no record in ``tags``, or with an error record, are left out
-    of every score and listed (``not_scored``); records whose entity texts disagree with the
-    gold text at their offsets (tagged from another text) are left out too.
+    predicted span of another type is neither right nor spurious. Documents of the gold with
+    no record in ``tags``, or with an error record, are left out of every score and listed
+    (``not_scored``); so are records whose entity texts disagree with the gold text at their
+    offsets (tagged from another text).
     """
     types = set(gold.types if types is None else types)
     units: list[tuple[list[Span], list[Span]]] = []
