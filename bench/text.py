@@ -6,6 +6,8 @@ cuts into words itself (``ner_batch.pipeline.segment``), not always as DNRTI's a
 split (valid, test), each sentence becomes one document twice: its tokens (``{"tokens"}``) and
 its text, the tokens joined by single spaces (``{"text"}``); both are tagged with ``ner-batch
 tag`` (in process) and scored by ``ner-batch score`` against the same gold character spans.
+With ``--joins 20`` (default: 1 and 20) 20 consecutive sentences make one document, as in a
+report, and the records are cut back into sentences by offset for scoring (unseen F1 too).
 The text rows are also split by whether the segmenter's words are DNRTI's tokens.
 
 No timing: F1 only, so it may run beside other work. Writes ``bench/results/text.json`` and
@@ -15,6 +17,7 @@ No timing: F1 only, so it may run beside other work. Writes ``bench/results/text
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import sys
 import tempfile
@@ -28,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
 
 from ner_batch.data.dnrti import data_dir, load_split, unseen_mask  # noqa: E402
-from ner_batch.gold_spans import GoldDoc, GoldFile, read_tags, score_spans  # noqa: E402
+from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc, read_tags, score_spans  # noqa: E402
 from ner_batch.labels import bio_spans  # noqa: E402
 from ner_batch.pipeline.run import tag_corpus  # noqa: E402
 from ner_batch.pipeline.segment import split_document  # noqa: E402
@@ -60,6 +63,24 @@ def part(gold: GoldFile, keep) -> GoldFile:
     return GoldFile(gold.path, [d for d, k in zip(gold.docs, keep) if k], [])
 
 
+def per_sentence(records: dict[str, TaggedDoc], gold: GoldFile, join: int) -> dict[str, TaggedDoc]:
+    """The records of documents of ``join`` sentences (joined by one space), cut back into one
+    record per sentence, offsets re-based: an entity belongs to the sentence it starts in."""
+    out: dict[str, TaggedDoc] = {}
+    for k in range(0, len(gold.docs), join):
+        group, bases, pos = gold.docs[k : k + join], [], 0
+        for d in group:
+            bases.append(pos)
+            out[d.id] = TaggedDoc([], [])
+            pos += len(d.text) + 1
+        rec = records[f"d{k // join}"]
+        for (s, e, label), text in zip(rec.spans, rec.texts):
+            i = bisect.bisect_right(bases, s) - 1
+            out[group[i].id].spans.append((s - bases[i], e - bases[i], label))
+            out[group[i].id].texts.append(text)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None)
@@ -67,6 +88,8 @@ def main() -> None:
     ap.add_argument("--bundles", nargs="+", default=["softmax", "crf"])
     ap.add_argument("--variant", default="opt")
     ap.add_argument("--splits", nargs="+", default=["valid", "test"])
+    ap.add_argument("--joins", nargs="+", type=int, default=[1, 20],
+                    help="sentences per document (joined by one space): 1, and 20 as in a report's paragraphs")
     ap.add_argument("--out", default=str(HERE / "results" / "text"))
     args = ap.parse_args()
 
@@ -80,23 +103,28 @@ def main() -> None:
         gold = gold_of(sents)
         unseen = unseen_mask(sents, train)
         same_words = [[w for sent in split_document(d.text)[0] for w in sent] == s.tokens for d, s in zip(gold.docs, sents)]
-        tokens_in = write_jsonl(tmp / f"{split}-tokens.jsonl", ({"id": d.id, "tokens": s.tokens} for d, s in zip(gold.docs, sents)))
-        text_in = write_jsonl(tmp / f"{split}-text.jsonl", ({"id": d.id, "text": d.text} for d in gold.docs))
+        inputs = []
+        for join in args.joins:
+            groups = [(f"d{k // join}", sents[k : k + join], gold.docs[k : k + join]) for k in range(0, len(sents), join)]
+            inputs.append((join, "tokens", write_jsonl(tmp / f"{split}-{join}-tokens.jsonl", (
+                {"id": i, "tokens": [w for s in ss for w in s.tokens]} for i, ss, _ in groups))))
+            inputs.append((join, "text", write_jsonl(tmp / f"{split}-{join}-text.jsonl", (
+                {"id": i, "text": " ".join(d.text for d in ds)} for i, _, ds in groups))))
         for name in args.bundles:
             bundle = Path(args.export) / name
             if not (bundle / "manifest.json").is_file():
                 log(f"{bundle}: no bundle, skipped (make train && make export)")
                 continue
-            for kind, path in (("tokens", tokens_in), ("text", text_in)):
-                out = tmp / f"{name}-{split}-{kind}-out.jsonl"
+            for join, kind, path in inputs:
+                out = tmp / f"{name}-{split}-{join}-{kind}-out.jsonl"
                 tag_corpus([str(path)], bundle, out, **quiet)
-                tags, _ = read_tags(out)
+                tags = per_sentence(read_tags(out)[0], gold, join)
                 f1 = lambda keep: round(score_spans(part(gold, keep), tags, types=gold.types, rounds=0)["f1"] * 100, 2)  # noqa: E731
-                row = {"bundle": name, "split": split, "input": kind, "sentences": len(sents),
+                row = {"bundle": name, "split": split, "join": join, "input": kind, "sentences": len(sents),
                        "f1": f1([True] * len(sents)), "unseen_f1": f1(unseen),
                        "same_words": sum(same_words), "f1_same_words": f1(same_words),
                        "f1_other_words": f1([not k for k in same_words])}
-                log(f"{name} {split} {kind}: F1 {row['f1']} (unseen {row['unseen_f1']}); sentences the segmenter cuts "
+                log(f"{name} {split} join {join} {kind}: F1 {row['f1']} (unseen {row['unseen_f1']}); sentences the segmenter cuts "
                     f"as DNRTI does ({row['same_words']}): {row['f1_same_words']}, the others: {row['f1_other_words']}")
                 rows.append(row)
     info = machine()
@@ -109,10 +137,10 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"Machine: {info['cpu']} ({info['cpu_features']['class']}), {info['cores']} cores; variant {args.variant}",
              "Command: `make bench-text`. Each DNRTI sentence one document, scored by `ner-batch score` (exact character spans).", "",
-             "| bundle | split | input | F1 | unseen F1 | sentences cut into DNRTI's tokens | F1 on them | F1 on the others |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| bundle | split | sentences per document | input | F1 | unseen F1 | sentences cut into DNRTI's tokens | F1 on them | F1 on the others |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['bundle']} | {r['split']} | {r['input']} | {r['f1']} | {r['unseen_f1']} | "
+        lines.append(f"| {r['bundle']} | {r['split']} | {r['join']} | {r['input']} | {r['f1']} | {r['unseen_f1']} | "
                      f"{r['same_words']} of {r['sentences']} | {r['f1_same_words']} | {r['f1_other_words']} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
