@@ -149,3 +149,37 @@ def test_bench_sections_need_only_their_own_models(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = json.loads((out / "latest.json").read_text())["rows"]
     assert rows and {r["section"] for r in rows} == {"decode"}
+
+
+def test_bench_text_cuts_joined_records_back_into_sentences():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from text import per_sentence
+
+    from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc
+
+    texts = ["APT28 used X-Agent", "Lazarus Group", "It ran"]  # joined: "APT28 used X-Agent Lazarus Group It ran"
+    gold = GoldFile("g", [GoldDoc(f"s{i}", i, [], t) for i, t in enumerate(texts)], [])
+    joined = " ".join(texts)
+    spans = [(0, 5, "HackOrg"), (11, 18, "Tool"), (19, 32, "HackOrg"), (33, 35, "Way")]
+    out = per_sentence({"d0": TaggedDoc(spans, [joined[s:e] for s, e, _ in spans])}, gold, 3)
+    assert out["s0"].spans == [(0, 5, "HackOrg"), (11, 18, "Tool")] and out["s1"].spans == [(0, 13, "HackOrg")]
+    assert out["s2"].spans == [(0, 2, "Way")] and [texts[i][s:e] for i in range(3) for s, e, _ in out[f"s{i}"].spans] == \
+        ["APT28", "X-Agent", "Lazarus Group", "It"]
+    one = per_sentence({f"d{i}": TaggedDoc([], []) for i in range(3)}, gold, 1)
+    assert set(one) == {"s0", "s1", "s2"}
+
+
+@pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
+def test_bench_text_smoke(tmp_path, tiny_bundles):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "crf").symlink_to(tiny_bundles["crf"][0])
+    out = tmp_path / "results" / "text"
+    cmd = [sys.executable, str(ROOT / "bench" / "text.py"), "--export", str(export), "--data", str(DNRTI), "--bundles", "crf",
+           "--splits", "valid", "--joins", "1", "7", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(r["join"], r["input"]) for r in rows] == [(1, "tokens"), (1, "text"), (7, "tokens"), (7, "text")]
+    assert all(r["sentences"] == 662 and 0 <= r["f1"] <= 100 and r["same_words"] == rows[0]["same_words"] for r in rows)
+    assert "| crf | valid | 7 | text |" in out.with_suffix(".md").read_text()
