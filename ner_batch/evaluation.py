@@ -298,7 +298,7 @@ def format_confusion(confusion: dict[str, Any], top: int = 15) -> str:
     width = max(8, max(len(c) for c in cols) + 1)
     lines = ["type confusion, span level (rows: gold; columns: predicted span overlapping it most)",
              f"{'gold':<{width}}" + "".join(f"{c[:width - 1]:>{width}}" for c in cols) + f"{'exact':>{width}}"]
-    for g in types + ([SPURIOUS] if SPURIOUS in matrix else []):
+    for g in [t for t in types if t in matrix] + ([SPURIOUS] if SPURIOUS in matrix else []):  # rows: gold types only
         row = matrix.get(g, {})
         cells = "".join(f"{row.get(c, 0) or '.':>{width}}" for c in cols)
         lines.append(f"{g[:width - 1]:<{width}}{cells}{confusion['exact'].get(g, '') if g != SPURIOUS else '':>{width}}")

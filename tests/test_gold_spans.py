@@ -221,3 +221,11 @@ def test_score_runs_without_torch(files):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["f1"] == pytest.approx(0.4)
+
+
+def test_confusion_table_rows_are_gold_types_only():
+    from ner_batch.evaluation import format_confusion, span_confusion
+
+    confusion = span_confusion([([(0, 5, "Tool")], [(0, 5, "Exp"), (9, 12, "Org")])], spurious_types={"Tool"})
+    rows = [line.split()[0] for line in format_confusion(confusion).splitlines()[2:] if not line.startswith("largest")]
+    assert rows == ["Tool"] and "Exp" in format_confusion(confusion).splitlines()[1]  # Exp a column, never a row
