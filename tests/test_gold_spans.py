@@ -229,3 +229,11 @@ def test_confusion_table_rows_are_gold_types_only():
     confusion = span_confusion([([(0, 5, "Tool")], [(0, 5, "Exp"), (9, 12, "Org")])], spurious_types={"Tool"})
     rows = [line.split()[0] for line in format_confusion(confusion).splitlines()[2:] if not line.startswith("largest")]
     assert rows == ["Tool"] and "Exp" in format_confusion(confusion).splitlines()[1]  # Exp a column, never a row
+
+
+def test_the_example_gold_file_reads_clean():
+    from pathlib import Path
+
+    gold = read_gold(Path(__file__).resolve().parents[1] / "examples" / "gold.jsonl", {"group": "HackOrg", "software": "Tool"})
+    assert not gold.skipped and len(gold.docs) == 8 and gold.types == ["HackOrg", "Tool"]
+    assert sum(len(d.spans) for d in gold.docs) == 18
