@@ -320,7 +320,7 @@ class Bench:
         pipeline given the same sentences (ner-batch's splitter), at the batch size its search
         picked on DNRTI, sorted by length (its best practice there), on the same documents."""
         from ner_batch.pipeline.run import tag_corpus
-        from ner_batch.pipeline.segment import split_document
+        from ner_batch.segment import split_document
 
         corpus = write_jsonl(self.tmp / "raw.jsonl", data.raw_docs)
         self.extra["raw_text_mb"] = round(data.raw_bytes / 1e6, 2)

@@ -1,7 +1,7 @@
 """`make bench-text`: what a user who tags raw text gets, against the pre-tokenized F1 of the tables.
 
 Every F1 in the README's tables tags DNRTI's own tokens. Analysts tag raw text, which ner-batch
-cuts into words itself (``ner_batch.pipeline.segment``), not always as DNRTI's annotators did
+cuts into words itself (``ner_batch.segment``), not always as DNRTI's annotators did
 (``APT28 's``, ``C&C``, ``(C2)``, ``Instagram®`` are one DNRTI token each). For each bundle and
 split (valid, test), each sentence becomes one document twice: its tokens (``{"tokens"}``) and
 its text, the tokens joined by single spaces (``{"text"}``); both are tagged with ``ner-batch
@@ -34,7 +34,7 @@ from ner_batch.data.dnrti import data_dir, load_split, unseen_mask  # noqa: E402
 from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc, read_tags, score_spans  # noqa: E402
 from ner_batch.labels import bio_spans  # noqa: E402
 from ner_batch.pipeline.run import tag_corpus  # noqa: E402
-from ner_batch.pipeline.segment import split_document  # noqa: E402
+from ner_batch.segment import split_document  # noqa: E402
 
 
 def log(msg: str) -> None:

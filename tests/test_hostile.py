@@ -170,7 +170,7 @@ def test_a_symlink_as_output_is_written_through(tmp_path, bundle):
 # -- 6. and 7. words and text ----------------------------------------------------------------
 
 def test_combining_marks_stay_in_their_word_and_offsets_are_exact(tmp_path, bundle):
-    from ner_batch.pipeline.segment import words
+    from ner_batch.segment import words
 
     text = "Ope\u0301ration Aurora hit हिन्दी sites.\u2028Next\u0085line \u2029 APT28."
     assert [text[s:e] for s, e in words(text)][:4] == ["Ope\u0301ration", "Aurora", "hit", "हिन्दी"]

@@ -149,7 +149,7 @@ def test_bad_documents_give_error_records_never_silence(tmp_path, bundle):
 
 
 def test_five_megabyte_document_without_newline_is_not_truncated(tmp_path, bundle):
-    from ner_batch.pipeline.segment import words
+    from ner_batch.segment import words
 
     unit = "APT28 used X-Agent against targets in Eastern Europe and then moved on "
     text = (unit * (5_000_000 // len(unit) + 1))[:5_000_000]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ner_batch.pipeline.segment import sentences, split_document, words
+from ner_batch.segment import sentences, split_document, words
 
 TEXT = (
     "APT28 (a.k.a. Sofacy) used X-Agent, e.g. against the U.S. Government. It abused CVE-2017-11882 "

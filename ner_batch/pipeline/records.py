@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from ..tagging import SentenceTags
 from .inputs import Document
-from .segment import Span
+from ..segment import Span
 
 
 def record(doc: Document, sentences: Sequence[Sequence[Span]], tags: Sequence[SentenceTags], text: str, n_pieces: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..runtime.tagger import Tagger
 from ..tagging import Plan, TagStats
 from .inputs import Document
 from .records import error_record, one_line, record, to_conll, to_jsonl
-from .segment import Span, split_document
+from ..segment import Span, split_document
 from .shards import Shard, write_atomic
 
 
