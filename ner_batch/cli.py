@@ -99,6 +99,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
               help="Per HackOrg/Tool/SamFile/SecTeam/Org mention and epoch, the chance its name becomes a training "
                    "name of another of these types, its tag kept (the name misleads, the context tells the type; "
                    "what evaluate --swap-names cross-type probes).")
+@click.option("--resplit", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Per sentence and epoch, the chance its words are cut as `tag` cuts raw text (DNRTI's '(C2)', "
+                   "'Intel®', \"'s\" become several words, tags carried over), so the model also learns the words of raw reports.")
 @click.option("--shape-markers/--no-shape-markers", default=False, show_default=True,
               help="Give an uncased backbone each word's shape: a marker piece after Capitalized, ALL-CAPS, mIxed-case "
                    "and letters+digits words (more word pieces, so slower tagging; see README).")

@@ -193,6 +193,7 @@ def test_new_name_recall_counts_a_missed_mention_and_refuses_misaligned_words():
     (["--name-mask", "1.5"], "--name-mask"),
     (["--name-swap", "0.5", "--name-mask", "0.6"], "expected --mention-replace + --name-mask + --name-swap at most 1, got 0.0 + 0.6 + 0.5"),
     (["--name-swap", "-0.1"], "--name-swap"),
+    (["--resplit", "1.5"], "--resplit"),
 ])
 def test_train_refuses_bad_shares_in_one_line(tmp_path, args, message):
     from click.testing import CliRunner
@@ -227,3 +228,84 @@ def test_training_swaps_names_with_train_names_of_other_types(tmp_path, tokenize
     assert groups and all(g[0] in ("X-Agent", "Poison") for g in groups), groups
     log = (tmp_path / "run" / "train.log").read_text()
     assert "name swap 1.0" in log
+
+
+def test_resplit_cuts_tokens_as_raw_text_is_cut_and_carries_tags():
+    from ner_batch.training.augment import resplit
+
+    s = Sentence(["APT28's", "C&C", "(EternalBlue)", "in", "U.S."], ["B-HackOrg", "O", "B-Tool", "O", "B-Area"])
+    out = resplit(s)
+    assert out.tokens == ["APT28", "'", "s", "C", "&", "C", "(", "EternalBlue", ")", "in", "U.S", "."]
+    assert out.labels == ["B-HackOrg", "I-HackOrg", "I-HackOrg", "O", "O", "O", "B-Tool", "I-Tool", "I-Tool", "O",
+                          "B-Area", "I-Area"]
+    assert resplit(TRAIN[0]) == TRAIN[0]  # words the splitter keeps whole: nothing changes
+
+
+def test_resplit_equals_tagging_raw_text_and_keeps_entity_characters():
+    """On real sentences: the pieces are the words the runtime's splitter gives the joined text,
+    and every entity covers the same characters of it as before, with valid BIO."""
+    from conftest import DNRTI
+    from ner_batch.data.dnrti import load_split
+    from ner_batch.segment import split_document
+    from ner_batch.training.augment import resplit
+
+    if not (DNRTI / "train.txt").is_file():
+        pytest.skip("needs DNRTI")
+    changed = 0
+    for s in load_split(DNRTI, "train")[0][:1500]:
+        out = resplit(s)
+        text = " ".join(s.tokens)
+        assert out.tokens == [w for sent in split_document(text)[0] for w in sent] and " ".join(out.tokens).replace(" ", "") == text.replace(" ", "")
+        assert _valid_bio(out.labels)
+
+        def chars(tokens, labels):
+            starts, pos = [], 0
+            for t in tokens:
+                pos = text.index(t, pos)
+                starts.append((pos, pos + len(t)))
+                pos += len(t)
+            return [(starts[a][0], starts[b - 1][1], k) for a, b, k in bio_spans(labels)]
+
+        assert chars(out.tokens, out.labels) == chars(s.tokens, s.labels)
+        changed += out.tokens != s.tokens
+    assert changed > 100  # DNRTI has many tokens the splitter cuts
+
+
+def test_resplit_share_draws_per_sentence_and_leaves_other_draws_alone():
+    pool = mention_pool(TRAIN)
+    cut = Sentence(["APT28's", "tools"], ["B-HackOrg", "O"])
+    rng = random.Random(3)
+    outs = [augment(cut, pool, AugmentSettings(resplit=0.5), rng) for _ in range(200)]
+    assert 60 < sum(o.tokens != cut.tokens for o in outs) < 140
+    assert augment(cut, pool, AugmentSettings(resplit=1.0), random.Random(0)).tokens == ["APT28", "'", "s", "tools"]
+    # without --resplit no sentence draws (so runs with mention rewrites only draw as they did before it existed)
+    rng = random.Random(5)
+    state = rng.getstate()
+    assert all(augment(s, pool, AugmentSettings(resplit=0.0), rng) is s for s in TRAIN) and rng.getstate() == state
+    with pytest.raises(ValueError, match=re.escape("expected the resplit share between 0 and 1, got 1.5")):
+        AugmentSettings(resplit=1.5)
+
+
+def test_training_resplits_sentences(tmp_path, tokenizer, monkeypatch):
+    """--resplit reaches the epochs' sentences, and --teacher refuses it."""
+    from conftest import make_tiny_model, tiny_splits
+
+    from ner_batch.training import trainer
+
+    seen: list[list[Sentence]] = []
+
+    def spy(sentences, pool, settings, rng, donors=None):
+        out = augment_all(sentences, pool, settings, rng, donors)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(trainer, "augment_all", spy)
+    splits = tiny_splits()
+    splits["train"] = [Sentence(["APT28's", "X-Agent", "(C2)", "."], ["B-HackOrg", "B-Tool", "O", "O"])] * 4
+    settings = trainer.TrainSettings(head="softmax", epochs=1, batch_size=2, seed=1, resplit=1.0)
+    trainer.train(settings, tmp_path / "run", model=make_tiny_model("softmax"), tokenizer=tokenizer, splits=splits,
+                  progress=False, log=lambda _: None)
+    assert seen and all(s.tokens == ["APT28", "'", "s", "X-Agent", "(", "C2", ")", "."] for s in seen[0])
+    assert "resplit 1.0" in (tmp_path / "run" / "train.log").read_text()
+    with pytest.raises(ValueError, match="expected no --mention-replace, --name-mask, --name-swap or --resplit with --teacher"):
+        trainer.TrainSettings(head="softmax", resplit=0.2, teachers=("runs/x",))

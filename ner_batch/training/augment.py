@@ -15,6 +15,11 @@ Three rewrites, drawn afresh each epoch, each mention at most one of them:
   "the Lazarus backdoor", still Tool): the name points to the wrong type and the context to the
   right one, the case ``evaluate --swap-names cross-type`` probes.
 
+A fourth rewrite works on whole sentences: **re-splitting** (``--resplit``) cuts a sentence's
+tokens as the raw-text word splitter (``segment.py``) cuts text, so that the model also learns
+from the words it meets when it tags raw reports (DNRTI keeps ``(EternalBlue)``, ``Intel®``,
+``'s``, ``C&C`` as one token each; the splitter does not); tags are carried over to the pieces.
+
 Valid and test are never rewritten for training (``evaluate --swap-names`` rewrites them to
 measure how much the model reads the context: ``probe.py``). What a name looks like lives in
 ``names.py``, shared with that probe.
@@ -29,6 +34,7 @@ from typing import Sequence
 from ..data.conll import Sentence
 from ..labels import bio_spans
 from ..names import mask_names, name_mention, rewrite_mentions, swap_name
+from ..segment import words as split_words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +42,10 @@ class AugmentSettings:
     replace: float = 0.0  # probability that a mention is swapped for another of its type
     mask: float = 0.0  # probability that a name mention's name-like words become synthetic names
     swap: float = 0.0  # probability that a name mention's name becomes a train name of another name type
+    resplit: float = 0.0  # probability that a sentence is cut into words as the raw-text splitter cuts it
 
     def __post_init__(self) -> None:
-        for name in ("replace", "mask", "swap"):
+        for name in ("replace", "mask", "swap", "resplit"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"expected the {name} share between 0 and 1, got {p}")
@@ -49,7 +56,7 @@ class AugmentSettings:
 
     @property
     def active(self) -> bool:
-        return self.replace > 0 or self.mask > 0 or self.swap > 0
+        return self.replace > 0 or self.mask > 0 or self.swap > 0 or self.resplit > 0
 
 
 def mention_pool(sentences: Sequence[Sentence]) -> dict[str, list[tuple[str, ...]]]:
@@ -78,7 +85,25 @@ def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings
             return swapped[0] if swapped else None
         return None
 
-    return rewrite_mentions(sentence, rewrite)[0]
+    out = rewrite_mentions(sentence, rewrite)[0] if settings.replace or settings.mask or settings.swap else sentence
+    if settings.resplit and rng.random() < settings.resplit:  # no draw at all without --resplit
+        out = resplit(out)
+    return out
+
+
+def resplit(sentence: Sentence) -> Sentence:
+    """The sentence cut into words as ``segment.words`` cuts its tokens joined by spaces (the
+    splitter never joins across a space, so token by token is the same), each piece tagged
+    as its token: a ``B-X`` token gives ``B-X`` to its first piece and ``I-X`` to the rest.
+    Entities keep their characters: ``"(EternalBlue)"`` tagged ``B-Tool`` becomes ``(``,
+    ``EternalBlue``, ``)`` tagged ``B-Tool I-Tool I-Tool``."""
+    tokens: list[str] = []
+    labels: list[str] = []
+    for token, label in zip(sentence.tokens, sentence.labels):
+        for k, (s, e) in enumerate(split_words(token)):
+            tokens.append(token[s:e])
+            labels.append(label if k == 0 or label == "O" else "I-" + label[2:])
+    return dataclasses.replace(sentence, tokens=tokens, labels=labels)
 
 
 def augment_all(sentences: Sequence[Sentence], pool: dict[str, list[tuple[str, ...]]], settings: AugmentSettings,
