@@ -105,8 +105,8 @@ def test_training_with_teachers_changes_only_the_loss(tmp_path, tokenizer):
 @pytest.mark.parametrize("kw,message", [
     ({"head": "crf"}, "expected --head softmax with --teacher (a CRF's emissions are no distribution over labels to "
                       "match), got --head crf"),
-    ({"name_mask": 0.2}, "expected no --mention-replace, --name-mask or --name-swap with --teacher"),
-    ({"name_swap": 0.2}, "expected no --mention-replace, --name-mask or --name-swap with --teacher"),
+    ({"name_mask": 0.2}, "expected no --mention-replace, --name-mask, --name-swap or --resplit with --teacher"),
+    ({"name_swap": 0.2}, "expected no --mention-replace, --name-mask, --name-swap or --resplit with --teacher"),
     ({"distill_weight": 1.5}, "expected --distill-weight between 0 and 1, got 1.5"),
     ({"distill_temperature": 0.0}, "expected --distill-temperature above 0 (e.g. 2), got 0.0"),
 ])
