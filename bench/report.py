@@ -103,10 +103,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['cores']} cores, {m['memory']}, no GPU; Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"Command: `{result['command']}` ({result['seconds']:.0f} s). Timing corpus: {result['timing_corpus']}; "
-        f"median of {result['repeats']} timed runs after a warm-up. Each ratio is against the best peer row of the same "
-        f"precision in this run: fp32 `{(result.get('best_peers') or {}).get('fp32', '-')}`, "
-        f"int8 `{(result.get('best_peers') or {}).get('int8', '-')}`. Peers are timed warm in-process; ner-batch rows "
-        "include reading, writing and (per run) the session start."
+        f"median of {result['repeats']} timed runs after a warm-up. "
+        + (f"Each ratio is against the best peer row of the same precision in this run: fp32 "
+           f"`{result['best_peers'].get('fp32', '-')}`, int8 `{result['best_peers'].get('int8', '-')}`. Peers are timed warm "
+           "in-process; ner-batch" if result.get("best_peers") else "No peers in this run, so no ratios; ner-batch")
+        + " rows include reading, writing and (per run) the session start."
         + (" Models: " + ", ".join(f"{h} `{v['run']}` / `{v['bundle']}`" for h, v in result["models"].items()) + "."
            if result.get("models") else ""),
     ]

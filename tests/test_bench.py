@@ -123,6 +123,7 @@ def test_bench_markers_and_ensembles_sections_time_bundles_side_by_side(tmp_path
     md = (out / "latest.md").read_text()
     assert "| softmax + shape markers, ner-batch int8, 1 worker | int8 |" in md
     assert "| section | system |" not in md and "Command: `bench/run.py --sections markers ensembles`" in md  # a partial run says so
+    assert "No peers in this run, so no ratios" in md and "best peer row" not in md
     assert "markers: no crf bundle pair with and without shape markers; skipped" in res.stderr
     ens = [r for r in json.loads((out / "latest.json").read_text())["rows"] if r["section"] == "ensembles"]
     source = json.loads((export / "softmax" / "manifest.json").read_text())["source_run"]  # the row names the run it times
