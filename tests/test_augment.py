@@ -205,8 +205,8 @@ def test_train_refuses_bad_shares_in_one_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_training_swaps_names_with_train_names_of_other_types(tmp_path, tokenizer, monkeypatch):
-    """--name-swap reaches the epochs' rewrites: the trainer hands train's donor names over."""
+def _train_one_epoch_seeing_rewrites(tmp_path, tokenizer, monkeypatch, splits=None, **settings) -> list[list[Sentence]]:
+    """Train a tiny softmax model one epoch with these settings; the sentences each epoch's rewrites gave."""
     from conftest import make_tiny_model, tiny_splits
 
     from ner_batch.training import trainer
@@ -219,9 +219,15 @@ def test_training_swaps_names_with_train_names_of_other_types(tmp_path, tokenize
         return out
 
     monkeypatch.setattr(trainer, "augment_all", spy)
-    settings = trainer.TrainSettings(head="softmax", epochs=1, batch_size=2, seed=1, name_swap=1.0)
-    trainer.train(settings, tmp_path / "run", model=make_tiny_model("softmax"), tokenizer=tokenizer, splits=tiny_splits(),
-                  progress=False, log=lambda _: None)
+    trainer.train(trainer.TrainSettings(head="softmax", epochs=1, batch_size=2, seed=1, **settings), tmp_path / "run",
+                  model=make_tiny_model("softmax"), tokenizer=tokenizer, splits=splits or tiny_splits(), progress=False,
+                  log=lambda _: None)
+    return seen
+
+
+def test_training_swaps_names_with_train_names_of_other_types(tmp_path, tokenizer, monkeypatch):
+    """--name-swap reaches the epochs' rewrites: the trainer hands train's donor names over."""
+    seen = _train_one_epoch_seeing_rewrites(tmp_path, tokenizer, monkeypatch, name_swap=1.0)
     assert len(seen) == 1
     groups = [tuple(s.tokens[a:b]) for s in seen[0] for a, b, k in bio_spans(s.labels) if k == "HackOrg"]
     # train's groups (APT28, Lazarus Group) now carry its tools' names (X-Agent, Poison Ivy), tags kept
@@ -288,23 +294,13 @@ def test_resplit_share_draws_per_sentence_and_leaves_other_draws_alone():
 
 def test_training_resplits_sentences(tmp_path, tokenizer, monkeypatch):
     """--resplit reaches the epochs' sentences, and --teacher refuses it."""
-    from conftest import make_tiny_model, tiny_splits
+    from conftest import tiny_splits
 
     from ner_batch.training import trainer
 
-    seen: list[list[Sentence]] = []
-
-    def spy(sentences, pool, settings, rng, donors=None):
-        out = augment_all(sentences, pool, settings, rng, donors)
-        seen.append(out)
-        return out
-
-    monkeypatch.setattr(trainer, "augment_all", spy)
     splits = tiny_splits()
     splits["train"] = [Sentence(["APT28's", "X-Agent", "(C2)", "."], ["B-HackOrg", "B-Tool", "O", "O"])] * 4
-    settings = trainer.TrainSettings(head="softmax", epochs=1, batch_size=2, seed=1, resplit=1.0)
-    trainer.train(settings, tmp_path / "run", model=make_tiny_model("softmax"), tokenizer=tokenizer, splits=splits,
-                  progress=False, log=lambda _: None)
+    seen = _train_one_epoch_seeing_rewrites(tmp_path, tokenizer, monkeypatch, splits=splits, resplit=1.0)
     assert seen and all(s.tokens == ["APT28", "'", "s", "X-Agent", "(", "C2", ")", "."] for s in seen[0])
     assert "resplit 1.0" in (tmp_path / "run" / "train.log").read_text()
     with pytest.raises(ValueError, match="expected no --mention-replace, --name-mask, --name-swap or --resplit with --teacher"):
