@@ -493,28 +493,13 @@ def tag(inputs, bundle_dir, out, input_format, output_format, variant, device, w
 
 def _records(tags_file, skipped: list[int]):
     """The JSON records of a tags.jsonl(.gz) file; line numbers of lines that are not records go to ``skipped``."""
-    import gzip
+    from .pipeline.records import RecordsError, read_records
 
-    opener = gzip.open if str(tags_file).endswith(".gz") else open
     try:
-        with opener(tags_file, "rt", encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                if lineno == 1 and line.startswith("# id = "):
-                    raise click.ClickException(
-                        f"{tags_file} is CoNLL output (--output-format conll); this command reads the JSONL records that "
-                        "`ner-batch tag` writes by default")
-                try:
-                    rec = json.loads(line)
-                except (ValueError, RecursionError):
-                    rec = None
-                if not isinstance(rec, dict) or rec.get("type") == "bundle":
-                    skipped.append(lineno)
-                    continue
-                yield rec
-    except (OSError, EOFError) as exc:
-        raise click.ClickException(f"cannot read {tags_file}: {exc}") from None
+        for _, rec in read_records(tags_file, skipped):
+            yield rec
+    except RecordsError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -142,29 +142,35 @@ class TaggedDoc:
 
 def read_tags(path: str | Path) -> tuple[dict[str, TaggedDoc], list[Repair]]:
     """The records of a `ner-batch tag` JSONL output (``.gz`` too) by id, and the lines skipped."""
+    from .pipeline.records import RecordsError, read_records
+
     records: dict[str, TaggedDoc] = {}
     skipped: list[Repair] = []
     name = str(path)
-    for lineno, line in _lines(path):
-        if lineno == 1 and line.startswith("# id = "):
-            raise GoldError(f"{path} is CoNLL output (--output-format conll); expected the JSONL records that "
-                            "`ner-batch tag` writes by default")
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            rec = None
-        if not isinstance(rec, dict) or not isinstance(rec.get("entities"), list) or "id" not in rec:
-            skipped.append(Repair(name, lineno, "not-a-record", "skipped", "expected a record with 'id' and 'entities'"))
-            continue
-        doc_id = str(rec["id"])
-        if doc_id in records:
-            skipped.append(Repair(name, lineno, "repeated-id", "skipped", f"id {doc_id!r} already read"))
-            continue
-        ents = [e for e in rec["entities"] if isinstance(e, dict) and isinstance(e.get("start"), int)
-                and isinstance(e.get("end"), int) and isinstance(e.get("label"), str)]
-        records[doc_id] = TaggedDoc([(e["start"], e["end"], e["label"]) for e in ents],
-                                    [e.get("text") if isinstance(e.get("text"), str) else None for e in ents],
-                                    rec.get("error") if isinstance(rec.get("error"), str) else None)
+    not_records: list[int] = []
+
+    def not_a_record(lineno: int) -> None:
+        skipped.append(Repair(name, lineno, "not-a-record", "skipped", "expected a record with 'id' and 'entities'"))
+
+    try:
+        for lineno, rec in read_records(path, not_records):
+            if not isinstance(rec.get("entities"), list) or "id" not in rec:
+                not_a_record(lineno)
+                continue
+            doc_id = str(rec["id"])
+            if doc_id in records:
+                skipped.append(Repair(name, lineno, "repeated-id", "skipped", f"id {doc_id!r} already read"))
+                continue
+            ents = [e for e in rec["entities"] if isinstance(e, dict) and isinstance(e.get("start"), int)
+                    and isinstance(e.get("end"), int) and isinstance(e.get("label"), str)]
+            records[doc_id] = TaggedDoc([(e["start"], e["end"], e["label"]) for e in ents],
+                                        [e.get("text") if isinstance(e.get("text"), str) else None for e in ents],
+                                        rec.get("error") if isinstance(rec.get("error"), str) else None)
+    except RecordsError as exc:
+        raise GoldError(str(exc)) from None
+    for lineno in not_records:
+        not_a_record(lineno)
+    skipped.sort(key=lambda r: r.line)
     return records, skipped
 
 

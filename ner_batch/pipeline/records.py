@@ -91,3 +91,36 @@ def to_conll(rec: dict[str, Any], words: Sequence[Sequence[str]], tags: Sequence
 def _one_line(value: str) -> str:
     """A value for a ``# key = value`` comment line: line breaks and control characters escaped."""
     return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in value)
+
+
+class RecordsError(ValueError):
+    """A file of records cannot be read at all (unreadable, or CoNLL output instead of JSONL)."""
+
+
+def read_records(path, skipped: list[int]):
+    """``(line number, record)`` of each JSON record in a tags.jsonl(.gz) file that `ner-batch tag`
+    wrote; the line numbers of lines that are not records (not JSON objects, STIX bundles) go
+    to ``skipped``. Raises :class:`RecordsError` for CoNLL output or an unreadable file."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                if lineno == 1 and line.startswith("# id = "):
+                    raise RecordsError(
+                        f"{path} is CoNLL output (--output-format conll); this command reads the JSONL records that "
+                        "`ner-batch tag` writes by default")
+                try:
+                    rec = json.loads(line)
+                except (ValueError, RecursionError):
+                    rec = None
+                if not isinstance(rec, dict) or rec.get("type") == "bundle":
+                    skipped.append(lineno)
+                    continue
+                yield lineno, rec
+    except (OSError, EOFError) as exc:
+        raise RecordsError(f"cannot read {path}: {exc}") from None
+
