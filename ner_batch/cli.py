@@ -654,7 +654,7 @@ def score(gold_file, tags_file, label_map, types, confusions, rounds, as_json) -
         mapping[source] = target
     try:
         gold = read_gold(gold_file, mapping)
-        tags, tags_skipped = read_tags(tags_file)
+        tags, tags_skipped = read_tags(tags_file, ids={d.id for d in gold.docs})
     except GoldError as exc:
         raise click.ClickException(str(exc)) from None
     if not any(d.id in tags for d in gold.docs):

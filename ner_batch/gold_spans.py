@@ -23,7 +23,7 @@ import gzip
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Container, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -140,8 +140,13 @@ class TaggedDoc:
     error: str | None = None
 
 
-def read_tags(path: str | Path) -> tuple[dict[str, TaggedDoc], list[Repair]]:
-    """The records of a `ner-batch tag` JSONL output (``.gz`` too) by id, and the lines skipped."""
+def read_tags(path: str | Path, ids: Container[str] | None = None) -> tuple[dict[str, TaggedDoc], list[Repair]]:
+    """The records of a `ner-batch tag` JSONL output (``.gz`` too) by id, and the lines skipped.
+
+    ``ids``: keep only the records of these documents (the gold's), so a labelled sample scored
+    against the output of a whole corpus holds the sample's records, not the corpus's (lines
+    that are no record are still counted, wherever they are).
+    """
     from .pipeline.records import RecordsError, read_records
 
     records: dict[str, TaggedDoc] = {}
@@ -158,6 +163,8 @@ def read_tags(path: str | Path) -> tuple[dict[str, TaggedDoc], list[Repair]]:
                 not_a_record(lineno)
                 continue
             doc_id = str(rec["id"])
+            if ids is not None and doc_id not in ids:
+                continue
             if doc_id in records:
                 skipped.append(Repair(name, lineno, "repeated-id", "skipped", f"id {doc_id!r} already read"))
                 continue

@@ -119,6 +119,21 @@ def test_documents_left_out_are_listed_not_scored(tmp_path):
     assert "  not scored, no record: 1 (first: d)" in res.output and "not-a-record: 1 [skipped] at t.jsonl:4" in res.output
 
 
+def test_a_sample_scored_against_a_whole_corpus_keeps_only_the_samples_records(tmp_path, files):
+    gold_path, tags_path = files
+    # the sample's record among 3000 others (the output of a corpus the sample was drawn from), one bad line among them
+    others = [{"id": f"x{i}", "entities": [span(TEXT, "HackOrg", "APT28")]} for i in range(3000)]
+    lines = (tmp_path / "tags.jsonl").read_text(encoding="utf-8").splitlines()
+    corpus = write_jsonl(tmp_path / "corpus-tags.jsonl", others[:1500] + lines + ["not a record"] + others[1500:])
+    tags, skipped = read_tags(corpus, ids={"d1"})
+    assert list(tags) == ["d1"] and [(r.line, r.kind) for r in skipped] == [(1502, "not-a-record")]
+    label_map = {"group": "HackOrg", "software": "Tool"}
+    alone = score_spans(read_gold(gold_path, label_map), read_tags(tags_path)[0], rounds=0)
+    assert score_spans(read_gold(gold_path, label_map), tags, rounds=0) == alone
+    res = run("score", gold_path, corpus, "--map", "group=HackOrg", "--map", "software=Tool", "--json", "--bootstrap", "0")
+    assert res.exit_code == 0 and json.loads(res.output)["f1"] == pytest.approx(alone["f1"])
+
+
 def test_bad_gold_lines_and_entities_are_skipped_and_counted(tmp_path):
     text = "Ünïcode APT28 😀 Lazarus group"
     rows = [
