@@ -8,7 +8,10 @@ its text, the tokens joined by single spaces (``{"text"}``); both are tagged wit
 tag`` (in process) and scored by ``ner-batch score`` against the same gold character spans.
 With ``--joins 20`` (default: 1 and 20) 20 consecutive sentences make one document, as in a
 report, and the records are cut back into sentences by offset for scoring (unseen F1 too).
-The text rows are also split by whether the segmenter's words are DNRTI's tokens.
+The text rows are also split by whether the segmenter's words are DNRTI's tokens. With
+``--against NAME`` each other bundle's rows get the paired difference to bundle NAME on the same
+sentences and input, with its 95% bootstrap interval (1000 resamples of the sentences, unseen
+and seen drawn apart, seed 0): is a raw-text gain larger than the split's noise?
 
 No timing: F1 only, so it may run beside other work. Writes ``bench/results/text.json`` and
 ``text.md``, with the CPU model and flags.
@@ -31,7 +34,8 @@ sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
 
 from ner_batch.data.dnrti import data_dir, load_split, unseen_mask  # noqa: E402
-from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc, read_tags, score_spans  # noqa: E402
+from ner_batch.evaluation import bootstrap  # noqa: E402
+from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc, read_tags, score_spans, scored_units, unit_counts  # noqa: E402
 from ner_batch.labels import bio_spans  # noqa: E402
 from ner_batch.pipeline.run import tag_corpus  # noqa: E402
 from ner_batch.segment import split_document  # noqa: E402
@@ -90,8 +94,11 @@ def main() -> None:
     ap.add_argument("--splits", nargs="+", default=["valid", "test"])
     ap.add_argument("--joins", nargs="+", type=int, default=[1, 20],
                     help="sentences per document (joined by one space): 1, and 20 as in a report's paragraphs")
+    ap.add_argument("--against", default=None, metavar="NAME",
+                    help="a bundle to compare the others with: paired difference and its 95%% interval per row")
     ap.add_argument("--out", default=str(HERE / "results" / "text"))
     args = ap.parse_args()
+    bundles = list(dict.fromkeys(([args.against] if args.against else []) + args.bundles))  # the reference first
 
     directory = data_dir(args.data)
     train, _ = load_split(directory, "train")
@@ -110,9 +117,12 @@ def main() -> None:
                 {"id": i, "tokens": [w for s in ss for w in s.tokens]} for i, ss, _ in groups))))
             inputs.append((join, "text", write_jsonl(tmp / f"{split}-{join}-text.jsonl", (
                 {"id": i, "text": " ".join(d.text for d in ds)} for i, _, ds in groups))))
-        for name in args.bundles:
+        reference: dict[tuple[int, str], object] = {}  # (join, input) -> the --against bundle's counts, shape (S, 3)
+        for name in bundles:
             bundle = Path(args.export) / name
             if not (bundle / "manifest.json").is_file():
+                if name == args.against:
+                    sys.exit(f"--against {name}: expected a bundle at {bundle} (a directory with manifest.json), found none")
                 log(f"{bundle}: no bundle, skipped (make train && make export)")
                 continue
             for join, kind, path in inputs:
@@ -124,6 +134,17 @@ def main() -> None:
                        "f1": f1([True] * len(sents)), "unseen_f1": f1(unseen),
                        "same_words": sum(same_words), "f1_same_words": f1(same_words),
                        "f1_other_words": f1([not k for k in same_words])}
+                if args.against:
+                    units, _ = scored_units(gold, tags)
+                    counts = unit_counts(units, gold.types)  # shape: (S, 3); every sentence has its record
+                    if name == args.against:
+                        reference[(join, kind)] = counts
+                    else:
+                        b = bootstrap(counts, unseen, against=reference[(join, kind)])
+                        row["against"] = {"bundle": args.against, **{
+                            part: {"difference": round(b[key]["difference"]["f1"] * 100, 2),
+                                   "interval": [round(x * 100, 2) for x in b[key]["difference"]["interval"]]}
+                            for part, key in (("all", "all"), ("unseen", "unseen"))}}
                 log(f"{name} {split} join {join} {kind}: F1 {row['f1']} (unseen {row['unseen_f1']}); sentences the segmenter cuts "
                     f"as DNRTI does ({row['same_words']}): {row['f1_same_words']}, the others: {row['f1_other_words']}")
                 rows.append(row)
@@ -131,7 +152,7 @@ def main() -> None:
     from ner_batch.cpu import cpu_info
 
     info["cpu_features"] = cpu_info()
-    result = {"machine": info, "command": "make bench-text", "variant": args.variant, "rows": rows}
+    result = {"machine": info, "command": "make bench-text", "variant": args.variant, "against": args.against, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -139,9 +160,18 @@ def main() -> None:
              "Command: `make bench-text`. Each DNRTI sentence one document, scored by `ner-batch score` (exact character spans).", "",
              "| bundle | split | sentences per document | input | F1 | unseen F1 | sentences cut into DNRTI's tokens | F1 on them | F1 on the others |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    if args.against:
+        lines[-2] += f" minus {args.against} (95% interval) | unseen minus {args.against} |"
+        lines[-1] += "---:|---:|"
+
+    def diff(part):
+        return f"{part['difference']:+.2f} ({part['interval'][0]:+.2f} to {part['interval'][1]:+.2f})"
+
     for r in rows:
         lines.append(f"| {r['bundle']} | {r['split']} | {r['join']} | {r['input']} | {r['f1']} | {r['unseen_f1']} | "
                      f"{r['same_words']} of {r['sentences']} | {r['f1_same_words']} | {r['f1_other_words']} |")
+        if args.against:
+            lines[-1] += f" {diff(r['against']['all'])} | {diff(r['against']['unseen'])} |" if "against" in r else " – | – |"
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -181,6 +181,35 @@ def read_tags(path: str | Path, ids: Container[str] | None = None) -> tuple[dict
     return records, skipped
 
 
+def scored_units(gold: GoldFile, tags: Mapping[str, TaggedDoc]) -> tuple[list[tuple[list[Span], list[Span]]], dict[str, list[str]]]:
+    """(gold spans, predicted spans) of each gold document that can be scored, in the gold's
+    order, and the ids of those that cannot, by reason (see :func:`score_spans`)."""
+    units: list[tuple[list[Span], list[Span]]] = []
+    not_scored: dict[str, list[str]] = {"no record": [], "error record": [], "other text": []}
+    for doc in gold.docs:
+        rec = tags.get(doc.id)
+        if rec is None:
+            not_scored["no record"].append(doc.id)
+        elif rec.error is not None:
+            not_scored["error record"].append(doc.id)
+        elif doc.text is not None and any(t is not None and doc.text[s:e] != t for (s, e, _), t in zip(rec.spans, rec.texts)):
+            not_scored["other text"].append(doc.id)
+        else:
+            units.append((doc.spans, rec.spans))
+    return units, not_scored
+
+
+def unit_counts(units: Iterable[tuple[Iterable[Span], Iterable[Span]]], types: Iterable[str]) -> np.ndarray:
+    """``(D, 3)`` exact-span counts per document (correct, predicted, gold), predicted spans of
+    ``types`` only: the rows :func:`~ner_batch.evaluation.bootstrap` resamples."""
+    types = set(types)
+    rows = []
+    for g_spans, p_spans in units:
+        g, p = set(g_spans), {s for s in p_spans if s[2] in types}
+        rows.append((len(g & p), len(p), len(g)))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)  # shape: (D, 3)
+
+
 def score_spans(gold: GoldFile, tags: Mapping[str, TaggedDoc], *, types: Iterable[str] | None = None, rounds: int = 1000,
                 seed: int = 0) -> dict[str, Any]:
     """Exact-span precision, recall and F1 per gold type and micro, the span-level type
@@ -194,23 +223,11 @@ def score_spans(gold: GoldFile, tags: Mapping[str, TaggedDoc], *, types: Iterabl
     offsets (tagged from another text).
     """
     types = set(gold.types if types is None else types)
-    units: list[tuple[list[Span], list[Span]]] = []
-    not_scored: dict[str, list[str]] = {"no record": [], "error record": [], "other text": []}
-    for doc in gold.docs:
-        rec = tags.get(doc.id)
-        if rec is None:
-            not_scored["no record"].append(doc.id)
-        elif rec.error is not None:
-            not_scored["error record"].append(doc.id)
-        elif doc.text is not None and any(t is not None and doc.text[s:e] != t for (s, e, _), t in zip(rec.spans, rec.texts)):
-            not_scored["other text"].append(doc.id)
-        else:
-            units.append((doc.spans, rec.spans))
-    counts = np.zeros((len(units), 3), dtype=np.int64)  # shape: (D, 3): correct, predicted, gold
+    units, not_scored = scored_units(gold, tags)
+    counts = unit_counts(units, types)  # shape: (D, 3): correct, predicted, gold
     per_type = {t: Counter() for t in sorted(types)}
-    for i, (g_spans, p_spans) in enumerate(units):
+    for g_spans, p_spans in units:
         g, p = set(g_spans), {s for s in p_spans if s[2] in types}
-        counts[i] = (len(g & p), len(p), len(g))
         for kind, spans in (("correct", g & p), ("predicted", p), ("gold", g)):
             for _, _, t in spans:
                 per_type[t][kind] += 1

@@ -184,3 +184,32 @@ def test_bench_text_smoke(tmp_path, tiny_bundles):
     assert [(r["join"], r["input"]) for r in rows] == [(1, "tokens"), (1, "text"), (7, "tokens"), (7, "text")]
     assert all(r["sentences"] == 662 and 0 <= r["f1"] <= 100 and r["same_words"] == rows[0]["same_words"] for r in rows)
     assert "| crf | valid | 7 | text |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
+def test_bench_text_against_a_bundle_pairs_the_same_sentences(tmp_path, tiny_bundles):
+    export = tmp_path / "export"
+    export.mkdir()
+    for name, head in (("crf", "crf"), ("crf-copy", "crf"), ("softmax", "softmax")):
+        (export / name).symlink_to(tiny_bundles[head][0])
+    out = tmp_path / "text"
+    cmd = [sys.executable, str(ROOT / "bench" / "text.py"), "--export", str(export), "--data", str(DNRTI), "--splits", "valid",
+           "--joins", "1", "--out", str(out)]
+    res = subprocess.run(cmd + ["--bundles", "crf-copy", "softmax", "--against", "crf"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {(r["bundle"], r["input"]): r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert [b for b, _ in rows] == ["crf", "crf", "crf-copy", "crf-copy", "softmax", "softmax"]  # the reference first
+    for kind in ("tokens", "text"):
+        assert "against" not in rows[("crf", kind)]
+        # the same model on the same sentences: every resample differs by exactly 0 (an unpaired draw would not)
+        assert rows[("crf-copy", kind)]["against"]["all"] == {"difference": 0.0, "interval": [0.0, 0.0]}
+        other = rows[("softmax", kind)]["against"]
+        assert other["all"]["difference"] == pytest.approx(rows[("softmax", kind)]["f1"] - rows[("crf", kind)]["f1"], abs=0.011)
+        assert other["unseen"]["difference"] == pytest.approx(
+            rows[("softmax", kind)]["unseen_f1"] - rows[("crf", kind)]["unseen_f1"], abs=0.011)
+        lo, hi = other["all"]["interval"]
+        assert lo <= other["all"]["difference"] <= hi
+    assert "| crf-copy | valid | 1 | text |" in out.with_suffix(".md").read_text()
+    res = subprocess.run(cmd + ["--bundles", "crf", "--against", "nothing"], capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and res.stderr.strip().splitlines()[-1] == (
+        f"--against nothing: expected a bundle at {export / 'nothing'} (a directory with manifest.json), found none")
