@@ -170,6 +170,25 @@ def test_bench_text_cuts_joined_records_back_into_sentences():
     assert set(one) == {"s0", "s1", "s2"}
 
 
+def test_bench_text_trims_span_edges_alike_in_gold_and_records():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from text import trim, trimmed
+
+    from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc
+
+    text = "(EternalBlue) and APT28's tool Intel® U.S. ''"
+    at = {w: (text.index(w), text.index(w) + len(w)) for w in ("(EternalBlue)", "APT28's", "Intel®", "U.S.", "''")}
+    got = {w: trim(text, (*at[w], "X")) for w in at}
+    assert {w: text[s:e] for w, (s, e, _) in ((w, g) for w, g in got.items() if g)} == {
+        "(EternalBlue)": "EternalBlue", "APT28's": "APT28", "Intel®": "Intel", "U.S.": "U.S"}
+    assert got["''"] is None and trim("it's", (0, 4, "X")) == (0, 2, "X")  # 's off, then nothing more to trim
+    assert trim("APT28 (", (0, 9, "X")) == (0, 9, "X")  # past the sentence's end (a joined record): left as it is
+    gold = GoldFile("g", [GoldDoc("s0", 1, [(*at["(EternalBlue)"], "Tool"), (*at["''"], "Tool")], text)], [])
+    records = {"s0": TaggedDoc([(at["(EternalBlue)"][0] + 1, at["(EternalBlue)"][1] - 1, "Tool")], ["EternalBlue"])}
+    g, t = trimmed(gold, records)
+    assert g.docs[0].spans == t["s0"].spans == [(1, 12, "Tool")]  # the gold's "(EternalBlue)" now matches; "''" is gone
+
+
 @pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
 def test_bench_text_smoke(tmp_path, tiny_bundles):
     export = tmp_path / "export"
@@ -184,6 +203,7 @@ def test_bench_text_smoke(tmp_path, tiny_bundles):
     assert [(r["join"], r["input"]) for r in rows] == [(1, "tokens"), (1, "text"), (7, "tokens"), (7, "text")]
     assert all(r["sentences"] == 662 and 0 <= r["f1"] <= 100 and r["same_words"] == rows[0]["same_words"] for r in rows)
     assert "| crf | valid | 7 | text |" in out.with_suffix(".md").read_text()
+    assert all(0 <= r["f1_trimmed"] <= 100 and 0 <= r["unseen_f1_trimmed"] <= 100 for r in rows)
 
 
 @pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
