@@ -42,7 +42,7 @@ from ner_batch.evaluation import bootstrap  # noqa: E402
 from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc, read_tags, score_spans, scored_units, unit_counts  # noqa: E402
 from ner_batch.labels import bio_spans  # noqa: E402
 from ner_batch.pipeline.run import tag_corpus  # noqa: E402
-from ner_batch.segment import split_document  # noqa: E402
+from ner_batch.segment import split_document, trim_span  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -68,21 +68,14 @@ def gold_of(sentences) -> GoldFile:
 
 
 def trim(text: str, span):
-    """``span`` without the characters at its edges that are no letter or digit, and without a
-    final possessive ('s, ’s); None when nothing is left. A span that runs past the text (a
-    joined document's entity across a sentence boundary) is kept as it is: it matches no gold."""
+    """``span`` (start, end, label) trimmed by ``segment.trim_span``; None when nothing is left.
+    A span that runs past the text (a joined document's entity across a sentence boundary) is
+    kept as it is: it matches no gold."""
     start, end, label = span
     if end > len(text):
         return span
-    while True:
-        while start < end and not text[start].isalnum():
-            start += 1
-        while end > start and not text[end - 1].isalnum():
-            end -= 1
-        if end - start > 2 and text[end - 2] in "'’" and text[end - 1] in "sS":
-            end -= 2
-            continue
-        return (start, end, label) if start < end else None
+    kept = trim_span(text, start, end)
+    return None if kept is None else (*kept, label)
 
 
 def trimmed(gold: GoldFile, tags: dict[str, TaggedDoc]) -> tuple[GoldFile, dict[str, TaggedDoc]]:

@@ -102,6 +102,10 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--resplit", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Per sentence and epoch, the chance its words are cut as `tag` cuts raw text (DNRTI's '(C2)', "
                    "'Intel®', \"'s\" become several words, tags carried over), so the model also learns the words of raw reports.")
+@click.option("--resplit-trim", is_flag=True, default=False,
+              help="With --resplit: a re-split entity's pieces at its edges with no letter or digit, and a final "
+                   "possessive 's, are tagged O (DNRTI keeps '(EternalBlue)' and \"APT28's\" whole inside the entity; "
+                   "the model then learns 'EternalBlue' and 'APT28', as an analyst marks them).")
 @click.option("--shape-markers/--no-shape-markers", default=False, show_default=True,
               help="Give an uncased backbone each word's shape: a marker piece after Capitalized, ALL-CAPS, mIxed-case "
                    "and letters+digits words (more word pieces, so slower tagging; see README).")

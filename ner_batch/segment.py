@@ -107,3 +107,35 @@ def split_document(text: str) -> tuple[list[list[str]], list[list[Span]]]:
     """Words and their spans per sentence."""
     spans = sentences(text)
     return [[text[s:e] for s, e in sent] for sent in spans], spans
+
+
+def _possessive(text: str, start: int, end: int) -> int:
+    """How many characters a final possessive takes at ``text[start:end]``'s end (0: none):
+    ``'s`` / ``’s``, or ``' s`` as words joined by spaces have it."""
+    if end - start > 2 and text[end - 1] in "sS":
+        if text[end - 2] in "'’":
+            return 2
+        if end - start > 3 and text[end - 2] == " " and text[end - 3] in "'’":
+            return 3
+    return 0
+
+
+def trim_span(text: str, start: int, end: int) -> Span | None:
+    """``text[start:end]`` without the characters at its edges that are no letter or digit and
+    without a final possessive (``'s``, ``’s``; a space before it too): ``(EternalBlue)`` ->
+    ``EternalBlue``, ``APT28's`` -> ``APT28``, ``Intel®`` -> ``Intel``. None when nothing is left.
+
+    DNRTI's annotators kept such characters inside a token, and so inside an entity; the
+    splitter makes them words of their own. Scoring with both sides trimmed
+    (``bench/text.py``) and ``train --resplit-trim`` use this one rule.
+    """
+    while True:
+        while start < end and not text[start].isalnum():
+            start += 1
+        while end > start and not text[end - 1].isalnum():
+            end -= 1
+        cut = _possessive(text, start, end)
+        if cut:
+            end -= cut
+            continue
+        return (start, end) if start < end else None

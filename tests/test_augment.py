@@ -194,6 +194,7 @@ def test_new_name_recall_counts_a_missed_mention_and_refuses_misaligned_words():
     (["--name-swap", "0.5", "--name-mask", "0.6"], "expected --mention-replace + --name-mask + --name-swap at most 1, got 0.0 + 0.6 + 0.5"),
     (["--name-swap", "-0.1"], "--name-swap"),
     (["--resplit", "1.5"], "--resplit"),
+    (["--resplit-trim"], "expected --resplit above 0 with --resplit-trim (it trims the entities of re-split sentences), got 0"),
 ])
 def test_train_refuses_bad_shares_in_one_line(tmp_path, args, message):
     from click.testing import CliRunner
@@ -277,6 +278,45 @@ def test_resplit_equals_tagging_raw_text_and_keeps_entity_characters():
     assert changed > 100  # DNRTI has many tokens the splitter cuts
 
 
+def test_resplit_trim_tags_the_edges_of_entities_o():
+    from ner_batch.training.augment import resplit
+
+    s = Sentence(["APT28's", "C&C", "(EternalBlue)", "in", "U.S.", "Kaspersky", "Lab’s", "“", "Dark", "”", "(", ")"],
+                 ["B-HackOrg", "O", "B-Tool", "O", "B-Area", "B-SecTeam", "I-SecTeam", "B-HackOrg", "I-HackOrg", "I-HackOrg",
+                  "B-Tool", "I-Tool"])
+    out = resplit(s, trim=True)
+    assert out.tokens == resplit(s).tokens
+    assert list(zip(out.tokens, out.labels)) == [
+        ("APT28", "B-HackOrg"), ("'", "O"), ("s", "O"), ("C", "O"), ("&", "O"), ("C", "O"), ("(", "O"), ("EternalBlue", "B-Tool"),
+        (")", "O"), ("in", "O"), ("U.S", "B-Area"), (".", "O"), ("Kaspersky", "B-SecTeam"), ("Lab", "I-SecTeam"), ("’", "O"),
+        ("s", "O"), ("“", "O"), ("Dark", "B-HackOrg"), ("”", "O"), ("(", "O"), (")", "O")]  # "( )" had nothing to keep
+    inner = Sentence(["Lazarus", "(Hidden", "Cobra)", "group"], ["B-HackOrg", "I-HackOrg", "I-HackOrg", "I-HackOrg"])
+    assert resplit(inner, trim=True).labels == ["B-HackOrg"] + ["I-HackOrg"] * 5  # punctuation inside a name stays
+
+
+def test_resplit_trim_keeps_what_trim_span_keeps_on_real_sentences():
+    from conftest import DNRTI
+    from ner_batch.data.dnrti import load_split
+    from ner_batch.segment import trim_span
+    from ner_batch.training.augment import resplit
+
+    if not (DNRTI / "train.txt").is_file():
+        pytest.skip("needs DNRTI")
+    trimmed = 0
+    for s in load_split(DNRTI, "train")[0][:1500]:
+        cut, out = resplit(s), resplit(s, trim=True)
+        assert out.tokens == cut.tokens and _valid_bio(out.labels)
+        text, starts, pos = " ".join(cut.tokens), [], 0
+        for t in cut.tokens:
+            starts.append(pos)
+            pos += len(t) + 1
+        chars = lambda labels: [(starts[a], starts[b - 1] + len(cut.tokens[b - 1]), k) for a, b, k in bio_spans(labels)]  # noqa: E731
+        expected = [(*kept, k) for a, b, k in chars(cut.labels) if (kept := trim_span(text, a, b)) is not None]
+        assert chars(out.labels) == expected
+        trimmed += out.labels != cut.labels
+    assert trimmed > 30  # 42 of these 1500 sentences have an entity with edge punctuation or a possessive
+
+
 def test_resplit_share_draws_per_sentence_and_leaves_other_draws_alone():
     pool = mention_pool(TRAIN)
     cut = Sentence(["APT28's", "tools"], ["B-HackOrg", "O"])
@@ -303,5 +343,8 @@ def test_training_resplits_sentences(tmp_path, tokenizer, monkeypatch):
     seen = _train_one_epoch_seeing_rewrites(tmp_path, tokenizer, monkeypatch, splits=splits, resplit=1.0)
     assert seen and all(s.tokens == ["APT28", "'", "s", "X-Agent", "(", "C2", ")", "."] for s in seen[0])
     assert "resplit 1.0" in (tmp_path / "run" / "train.log").read_text()
+    seen = _train_one_epoch_seeing_rewrites(tmp_path, tokenizer, monkeypatch, splits=splits, resplit=1.0, resplit_trim=True)
+    assert seen and all(s.labels == ["B-HackOrg", "O", "O", "B-Tool", "O", "O", "O", "O"] for s in seen[0])
+    assert "resplit 1.0 trimmed" in (tmp_path / "run" / "train.log").read_text()
     with pytest.raises(ValueError, match="expected no --mention-replace, --name-mask, --name-swap or --resplit with --teacher"):
         trainer.TrainSettings(head="softmax", resplit=0.2, teachers=("runs/x",))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ner_batch.segment import sentences, split_document, words
+import pytest
+
+from ner_batch.segment import sentences, split_document, trim_span, words
 
 TEXT = (
     "APT28 (a.k.a. Sofacy) used X-Agent, e.g. against the U.S. Government. It abused CVE-2017-11882 "
@@ -40,3 +42,16 @@ def test_empty_and_whitespace():
     assert sentences("") == []
     assert sentences(" \n\n\t ") == []
     assert words("a  b", 0) == [(0, 1), (3, 4)]
+
+
+@pytest.mark.parametrize("text,kept", [
+    ("(EternalBlue)", "EternalBlue"), ("APT28's", "APT28"), ("APT28 ' s", "APT28"), ("Lab’s", "Lab"), ("Intel®", "Intel"),
+    ("U.S.", "U.S"), ("“Dark Hotel”", "Dark Hotel"), ("kids", "kids"), ("as", "as"), ("''", None), ("( )", None),
+])
+def test_trim_span_drops_edge_punctuation_and_a_final_possessive(text, kept):
+
+    span = trim_span(text, 0, len(text))
+    assert (None if span is None else text[span[0]:span[1]]) == kept
+    pad = f"x {text} y"  # offsets inside a longer text
+    span = trim_span(pad, 2, 2 + len(text))
+    assert (None if span is None else pad[span[0]:span[1]]) == kept

@@ -19,6 +19,9 @@ A fourth rewrite works on whole sentences: **re-splitting** (``--resplit``) cuts
 tokens as the raw-text word splitter (``segment.py``) cuts text, so that the model also learns
 from the words it meets when it tags raw reports (DNRTI keeps ``(EternalBlue)``, ``Intel®``,
 ``'s``, ``C&C`` as one token each; the splitter does not); tags are carried over to the pieces.
+With ``--resplit-trim`` the pieces at an entity's edges that hold no letter or digit, and a final
+possessive, are tagged ``O`` instead (``segment.trim_span``'s rule): the model learns the name
+without DNRTI's habit of keeping ``(``, ``®`` or ``'s`` inside it, which an analyst's gold leaves out.
 
 Valid and test are never rewritten for training (``evaluate --swap-names`` rewrites them to
 measure how much the model reads the context: ``probe.py``). What a name looks like lives in
@@ -34,7 +37,7 @@ from typing import Sequence
 from ..data.conll import Sentence
 from ..labels import bio_spans
 from ..names import mask_names, name_mention, rewrite_mentions, swap_name
-from ..segment import words as split_words
+from ..segment import trim_span, words as split_words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,7 @@ class AugmentSettings:
     mask: float = 0.0  # probability that a name mention's name-like words become synthetic names
     swap: float = 0.0  # probability that a name mention's name becomes a train name of another name type
     resplit: float = 0.0  # probability that a sentence is cut into words as the raw-text splitter cuts it
+    resplit_trim: bool = False  # re-split entities lose their edge punctuation and final possessive (tagged O)
 
     def __post_init__(self) -> None:
         for name in ("replace", "mask", "swap", "resplit"):
@@ -53,6 +57,8 @@ class AugmentSettings:
             shares = f"{self.replace} + {self.mask}" + (f" + {self.swap}" if self.swap else "")
             raise ValueError(f"expected --mention-replace + --name-mask{' + --name-swap' if self.swap else ''} at most 1, "
                              f"got {shares}")
+        if self.resplit_trim and not self.resplit:
+            raise ValueError("expected --resplit above 0 with --resplit-trim (it trims the entities of re-split sentences), got 0")
 
     @property
     def active(self) -> bool:
@@ -87,22 +93,41 @@ def augment(sentence: Sentence, pool: dict[str, list[tuple[str, ...]]], settings
 
     out = rewrite_mentions(sentence, rewrite)[0] if settings.replace or settings.mask or settings.swap else sentence
     if settings.resplit and rng.random() < settings.resplit:  # no draw at all without --resplit
-        out = resplit(out)
+        out = resplit(out, trim=settings.resplit_trim)
     return out
 
 
-def resplit(sentence: Sentence) -> Sentence:
+def resplit(sentence: Sentence, trim: bool = False) -> Sentence:
     """The sentence cut into words as ``segment.words`` cuts its tokens joined by spaces (the
     splitter never joins across a space, so token by token is the same), each piece tagged
     as its token: a ``B-X`` token gives ``B-X`` to its first piece and ``I-X`` to the rest.
     Entities keep their characters: ``"(EternalBlue)"`` tagged ``B-Tool`` becomes ``(``,
-    ``EternalBlue``, ``)`` tagged ``B-Tool I-Tool I-Tool``."""
+    ``EternalBlue``, ``)`` tagged ``B-Tool I-Tool I-Tool``.
+
+    ``trim``: each entity then covers the pieces ``segment.trim_span`` keeps of its text, the
+    others tagged ``O``: ``O B-Tool O`` above, ``APT28's`` -> ``APT28 ' s`` tagged ``B-HackOrg O O``;
+    an entity with nothing left becomes ``O``.
+    """
     tokens: list[str] = []
     labels: list[str] = []
     for token, label in zip(sentence.tokens, sentence.labels):
         for k, (s, e) in enumerate(split_words(token)):
             tokens.append(token[s:e])
             labels.append(label if k == 0 or label == "O" else "I-" + label[2:])
+    if trim:
+        text, starts, pos = " ".join(tokens), [], 0  # shape of starts: (pieces,) character offsets in text
+        for t in tokens:
+            starts.append(pos)
+            pos += len(t) + 1
+        trimmed = ["O"] * len(tokens)
+        for a, b, kind in bio_spans(labels):
+            kept = trim_span(text, starts[a], starts[b - 1] + len(tokens[b - 1]))
+            if kept is None:
+                continue
+            inside = [i for i in range(a, b) if kept[0] <= starts[i] and starts[i] + len(tokens[i]) <= kept[1]]
+            for j, i in enumerate(inside):
+                trimmed[i] = ("B-" if j == 0 else "I-") + kind
+        labels = trimmed
     return dataclasses.replace(sentence, tokens=tokens, labels=labels)
 
 

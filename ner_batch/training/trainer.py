@@ -69,6 +69,7 @@ class TrainSettings:
     name_mask: float = 0.0  # per name mention and epoch: name-like words become synthetic names (augment.py)
     name_swap: float = 0.0  # per name mention and epoch: the name becomes a train name of another name type (augment.py)
     resplit: float = 0.0  # per sentence and epoch: cut into words as the raw-text splitter cuts them (augment.py)
+    resplit_trim: bool = False  # re-split entities lose their edge punctuation and final possessive (augment.py)
     shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
     average: float = 0.0  # decay of an exponential moving average of the weights, scored and saved instead (0 = off; averaging.py)
     init: str = ""  # start from this trained model (a run or its best/, e.g. a soup) instead of the pretrained backbone
@@ -102,7 +103,8 @@ class TrainSettings:
 
     @property
     def augment(self) -> AugmentSettings:
-        return AugmentSettings(replace=self.mention_replace, mask=self.name_mask, swap=self.name_swap, resplit=self.resplit)
+        return AugmentSettings(replace=self.mention_replace, mask=self.name_mask, swap=self.name_swap, resplit=self.resplit,
+                               resplit_trim=self.resplit_trim)
 
 
 @dataclasses.dataclass
@@ -481,7 +483,7 @@ def train(
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
         f"name mask {settings.name_mask}{f', name swap {settings.name_swap}' if settings.name_swap else ''}"
-        f"{f', resplit {settings.resplit}' if settings.resplit else ''}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
+        f"{f', resplit {settings.resplit}' if settings.resplit else ''}{' trimmed' if settings.resplit_trim else ''}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
         + (f", encoder lr x{settings.layer_decay} per layer down" if settings.layer_decay < 1.0 else "")
         + (f", encoder dropout {settings.encoder_dropout}" if settings.encoder_dropout is not None else "")
         + (", word-piece embeddings frozen" + (" (shape markers' rows train)" if windower.marker_ids else "")
