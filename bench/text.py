@@ -42,7 +42,7 @@ from ner_batch.evaluation import bootstrap  # noqa: E402
 from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc, read_tags, score_spans, scored_units, unit_counts  # noqa: E402
 from ner_batch.labels import bio_spans  # noqa: E402
 from ner_batch.pipeline.run import tag_corpus  # noqa: E402
-from ner_batch.segment import split_document, trim_span  # noqa: E402
+from ner_batch.segment import join_words, split_document, trim_span  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -58,12 +58,9 @@ def gold_of(sentences) -> GoldFile:
     """Each sentence a document: its tokens joined by single spaces, its entities as character spans."""
     docs = []
     for i, s in enumerate(sentences):
-        offsets, pos = [], 0
-        for w in s.tokens:
-            offsets.append((pos, pos + len(w)))
-            pos += len(w) + 1
+        text, (offsets,) = join_words([s.tokens])
         spans = sorted({(offsets[a][0], offsets[b - 1][1], t) for a, b, t in bio_spans(s.labels)})
-        docs.append(GoldDoc(f"s{i}", i + 1, spans, " ".join(s.tokens)))
+        docs.append(GoldDoc(f"s{i}", i + 1, spans, text))
     return GoldFile("dnrti", docs, [])
 
 
@@ -78,17 +75,23 @@ def trim(text: str, span):
     return None if kept is None else (*kept, label)
 
 
-def trimmed(gold: GoldFile, tags: dict[str, TaggedDoc]) -> tuple[GoldFile, dict[str, TaggedDoc]]:
-    """Gold and records with every span's edges trimmed alike (:func:`trim`)."""
-    def spans(text, items):
-        return sorted({t for t in (trim(text, x) for x in items) if t is not None})
+def trimmed_spans(text: str, spans) -> list:
+    return sorted({t for t in (trim(text, x) for x in spans) if t is not None})
 
-    docs = [GoldDoc(d.id, d.line, spans(d.text, d.spans), d.text) for d in gold.docs]
+
+def trimmed_gold(gold: GoldFile) -> GoldFile:
+    """The gold with every span's edges trimmed (:func:`trim`)."""
+    return GoldFile(gold.path, [GoldDoc(d.id, d.line, trimmed_spans(d.text, d.spans), d.text) for d in gold.docs], [])
+
+
+def trimmed_tags(gold: GoldFile, tags: dict[str, TaggedDoc]) -> dict[str, TaggedDoc]:
+    """The records of the gold's documents with their spans trimmed as :func:`trimmed_gold`
+    trims the gold (their texts dropped: they no longer match the spans)."""
     out = {}
     for d in gold.docs:
-        kept = spans(d.text, tags[d.id].spans)
+        kept = trimmed_spans(d.text, tags[d.id].spans)
         out[d.id] = TaggedDoc(kept, [None] * len(kept))
-    return GoldFile(gold.path, docs, []), out
+    return out
 
 
 def part(gold: GoldFile, keep) -> GoldFile:
@@ -136,6 +139,7 @@ def main() -> None:
     for split in args.splits:
         sents, _ = load_split(directory, split)
         gold = gold_of(sents)
+        gold_t = trimmed_gold(gold)
         unseen = unseen_mask(sents, train)
         same_words = [[w for sent in split_document(d.text)[0] for w in sent] == s.tokens for d, s in zip(gold.docs, sents)]
         inputs = []
@@ -157,7 +161,7 @@ def main() -> None:
                 out = tmp / f"{name}-{split}-{join}-{kind}-out.jsonl"
                 tag_corpus([str(path)], bundle, out, **quiet)
                 tags = per_sentence(read_tags(out)[0], gold, join)
-                gold_t, tags_t = trimmed(gold, tags)
+                tags_t = trimmed_tags(gold, tags)
 
                 def f1(keep, gold=gold, tags=tags):
                     return round(score_spans(part(gold, keep), tags, types=gold.types, rounds=0)["f1"] * 100, 2)

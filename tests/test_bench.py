@@ -172,7 +172,7 @@ def test_bench_text_cuts_joined_records_back_into_sentences():
 
 def test_bench_text_trims_span_edges_alike_in_gold_and_records():
     sys.path.insert(0, str(ROOT / "bench"))
-    from text import trim, trimmed
+    from text import trim, trimmed_gold, trimmed_tags
 
     from ner_batch.gold_spans import GoldDoc, GoldFile, TaggedDoc
 
@@ -185,7 +185,7 @@ def test_bench_text_trims_span_edges_alike_in_gold_and_records():
     assert trim("APT28 (", (0, 9, "X")) == (0, 9, "X")  # past the sentence's end (a joined record): left as it is
     gold = GoldFile("g", [GoldDoc("s0", 1, [(*at["(EternalBlue)"], "Tool"), (*at["''"], "Tool")], text)], [])
     records = {"s0": TaggedDoc([(at["(EternalBlue)"][0] + 1, at["(EternalBlue)"][1] - 1, "Tool")], ["EternalBlue"])}
-    g, t = trimmed(gold, records)
+    g, t = trimmed_gold(gold), trimmed_tags(gold, records)
     assert g.docs[0].spans == t["s0"].spans == [(1, 12, "Tool")]  # the gold's "(EternalBlue)" now matches; "''" is gone
 
 

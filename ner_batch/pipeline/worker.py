@@ -23,7 +23,7 @@ from ..runtime.tagger import Tagger
 from ..tagging import Plan, TagStats
 from .inputs import Document
 from .records import error_record, one_line, record, to_conll, to_jsonl
-from ..segment import Span, split_document
+from ..segment import Span, join_words, split_document
 from .shards import Shard, write_atomic
 
 
@@ -62,27 +62,6 @@ class Prepared:
     parts: list[_DocPart]
     plan: Plan
     seconds: float = 0.0  # spent preparing (on the background thread)
-
-
-def _pretokenized(sentences: list[list[str]]) -> tuple[str, list[list[Span]]]:
-    """Words joined by spaces, sentences by newlines, and each word's span in that text."""
-    spans: list[list[Span]] = []
-    pos = 0
-    pieces: list[str] = []
-    for k, sent in enumerate(sentences):
-        if k:
-            pieces.append("\n")
-            pos += 1
-        cur = []
-        for j, w in enumerate(sent):
-            if j:
-                pieces.append(" ")
-                pos += 1
-            cur.append((pos, pos + len(w)))
-            pieces.append(w)
-            pos += len(w)
-        spans.append(cur)
-    return "".join(pieces), spans
 
 
 class ShardTagger:
@@ -127,7 +106,7 @@ class ShardTagger:
                 else:
                     sents = doc.sentences if doc.sentences is not None else [doc.tokens or []]
                     sents = [s for s in sents if s]
-                    part.text, part.spans = _pretokenized(sents)
+                    part.text, part.spans = join_words(sents)
                     part.words = sents
                 all_words.extend(part.words)
             parts.append(part)

@@ -37,7 +37,7 @@ from typing import Sequence
 from ..data.conll import Sentence
 from ..labels import bio_spans
 from ..names import mask_names, name_mention, rewrite_mentions, swap_name
-from ..segment import trim_span, words as split_words
+from ..segment import join_words, trim_span, words as split_words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,16 +115,13 @@ def resplit(sentence: Sentence, trim: bool = False) -> Sentence:
             tokens.append(token[s:e])
             labels.append(label if k == 0 or label == "O" else "I-" + label[2:])
     if trim:
-        text, starts, pos = " ".join(tokens), [], 0  # shape of starts: (pieces,) character offsets in text
-        for t in tokens:
-            starts.append(pos)
-            pos += len(t) + 1
+        text, (spans,) = join_words([tokens])  # each piece's (start, end) in the pieces joined by spaces
         trimmed = ["O"] * len(tokens)
         for a, b, kind in bio_spans(labels):
-            kept = trim_span(text, starts[a], starts[b - 1] + len(tokens[b - 1]))
+            kept = trim_span(text, spans[a][0], spans[b - 1][1])
             if kept is None:
                 continue
-            inside = [i for i in range(a, b) if kept[0] <= starts[i] and starts[i] + len(tokens[i]) <= kept[1]]
+            inside = [i for i in range(a, b) if kept[0] <= spans[i][0] and spans[i][1] <= kept[1]]
             for j, i in enumerate(inside):
                 trimmed[i] = ("B-" if j == 0 else "I-") + kind
         labels = trimmed
