@@ -15,7 +15,8 @@ where DNRTI's spans begin and end (``(EternalBlue)``, ``APT28's``) rather than w
 finds. With
 ``--against NAME`` each other bundle's rows get the paired difference to bundle NAME on the same
 sentences and input, with its 95% bootstrap interval (1000 resamples of the sentences, unseen
-and seen drawn apart, seed 0): is a raw-text gain larger than the split's noise?
+and seen drawn apart, seed 0), on the scores as they are and trimmed: is a raw-text gain larger
+than the split's noise, and is it more than where spans begin and end?
 
 No timing: F1 only, so it may run beside other work. Writes ``bench/results/text.json`` and
 ``text.md``, with the CPU model and flags.
@@ -149,7 +150,7 @@ def main() -> None:
                 {"id": i, "tokens": [w for s in ss for w in s.tokens]} for i, ss, _ in groups))))
             inputs.append((join, "text", write_jsonl(tmp / f"{split}-{join}-text.jsonl", (
                 {"id": i, "text": " ".join(d.text for d in ds)} for i, _, ds in groups))))
-        reference: dict[tuple[int, str], object] = {}  # (join, input) -> the --against bundle's counts, shape (S, 3)
+        reference: dict[tuple[int, str, str], object] = {}  # (join, input, trimmed or not) -> the --against bundle's counts, shape (S, 3)
         for name in bundles:
             bundle = Path(args.export) / name
             if not (bundle / "manifest.json").is_file():
@@ -171,16 +172,17 @@ def main() -> None:
                        "f1_other_words": f1([not k for k in same_words]),
                        "f1_trimmed": f1([True] * len(sents), gold_t, tags_t), "unseen_f1_trimmed": f1(unseen, gold_t, tags_t)}
                 if args.against:
-                    units, _ = scored_units(gold, tags)
-                    counts = unit_counts(units, gold.types)  # shape: (S, 3); every sentence has its record
-                    if name == args.against:
-                        reference[(join, kind)] = counts
-                    else:
-                        b = bootstrap(counts, unseen, against=reference[(join, kind)])
-                        row["against"] = {"bundle": args.against, **{
-                            part: {"difference": round(b[key]["difference"]["f1"] * 100, 2),
-                                   "interval": [round(x * 100, 2) for x in b[key]["difference"]["interval"]]}
-                            for part, key in (("all", "all"), ("unseen", "unseen"))}}
+                    for key, g, t in (("against", gold, tags), ("against_trimmed", gold_t, tags_t)):
+                        units, _ = scored_units(g, t)
+                        counts = unit_counts(units, gold.types)  # shape: (S, 3); every sentence has its record
+                        if name == args.against:
+                            reference[(join, kind, key)] = counts
+                        else:
+                            b = bootstrap(counts, unseen, against=reference[(join, kind, key)])
+                            row[key] = {"bundle": args.against, **{
+                                which: {"difference": round(b[which]["difference"]["f1"] * 100, 2),
+                                        "interval": [round(x * 100, 2) for x in b[which]["difference"]["interval"]]}
+                                for which in ("all", "unseen")}}
                 log(f"{name} {split} join {join} {kind}: F1 {row['f1']} (unseen {row['unseen_f1']}); sentences the segmenter cuts "
                     f"as DNRTI does ({row['same_words']}): {row['f1_same_words']}, the others: {row['f1_other_words']}")
                 rows.append(row)
@@ -198,8 +200,9 @@ def main() -> None:
              "| span edges trimmed: F1 / unseen |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     if args.against:
-        lines[-2] += f" minus {args.against} (95% interval) | unseen minus {args.against} |"
-        lines[-1] += "---:|---:|"
+        lines[-2] += (f" minus {args.against} (95% interval) | unseen minus {args.against} "
+                      f"| trimmed minus {args.against} (95% interval) | trimmed unseen minus {args.against} |")
+        lines[-1] += "---:|---:|---:|---:|"
 
     def diff(part):
         return f"{part['difference']:+.2f} ({part['interval'][0]:+.2f} to {part['interval'][1]:+.2f})"
@@ -209,7 +212,8 @@ def main() -> None:
                      f"{r['same_words']} of {r['sentences']} | {r['f1_same_words']} | {r['f1_other_words']} | "
                      f"{r['f1_trimmed']} / {r['unseen_f1_trimmed']} |")
         if args.against:
-            lines[-1] += f" {diff(r['against']['all'])} | {diff(r['against']['unseen'])} |" if "against" in r else " – | – |"
+            for key in ("against", "against_trimmed"):
+                lines[-1] += f" {diff(r[key]['all'])} | {diff(r[key]['unseen'])} |" if key in r else " – | – |"
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -222,13 +222,15 @@ def test_bench_text_against_a_bundle_pairs_the_same_sentences(tmp_path, tiny_bun
     for kind in ("tokens", "text"):
         assert "against" not in rows[("crf", kind)]
         # the same model on the same sentences: every resample differs by exactly 0 (an unpaired draw would not)
-        assert rows[("crf-copy", kind)]["against"]["all"] == {"difference": 0.0, "interval": [0.0, 0.0]}
-        other = rows[("softmax", kind)]["against"]
-        assert other["all"]["difference"] == pytest.approx(rows[("softmax", kind)]["f1"] - rows[("crf", kind)]["f1"], abs=0.011)
-        assert other["unseen"]["difference"] == pytest.approx(
-            rows[("softmax", kind)]["unseen_f1"] - rows[("crf", kind)]["unseen_f1"], abs=0.011)
-        lo, hi = other["all"]["interval"]
-        assert lo <= other["all"]["difference"] <= hi
+        for key, suffix in (("against", ""), ("against_trimmed", "_trimmed")):  # as scored, and with span edges trimmed
+            assert rows[("crf-copy", kind)][key]["all"] == {"difference": 0.0, "interval": [0.0, 0.0]}
+            other = rows[("softmax", kind)][key]
+            assert other["all"]["difference"] == pytest.approx(
+                rows[("softmax", kind)]["f1" + suffix] - rows[("crf", kind)]["f1" + suffix], abs=0.011)
+            assert other["unseen"]["difference"] == pytest.approx(
+                rows[("softmax", kind)]["unseen_f1" + suffix] - rows[("crf", kind)]["unseen_f1" + suffix], abs=0.011)
+            lo, hi = other["all"]["interval"]
+            assert lo <= other["all"]["difference"] <= hi
     assert "| crf-copy | valid | 1 | text |" in out.with_suffix(".md").read_text()
     res = subprocess.run(cmd + ["--bundles", "crf", "--against", "nothing"], capture_output=True, text=True, timeout=600)
     assert res.returncode != 0 and res.stderr.strip().splitlines()[-1] == (
