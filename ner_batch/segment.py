@@ -109,7 +109,6 @@ def split_document(text: str) -> tuple[list[list[str]], list[list[Span]]]:
     return [[text[s:e] for s, e in sent] for sent in spans], spans
 
 
-
 def join_words(sentences: list[list[str]]) -> tuple[str, list[list[Span]]]:
     """Pre-tokenized words as one text, words joined by spaces and sentences by newlines, and
     each word's span in that text (what a record's offsets of pre-tokenized input point into)."""
@@ -130,6 +129,7 @@ def join_words(sentences: list[list[str]]) -> tuple[str, list[list[Span]]]:
             pos += len(w)
         spans.append(cur)
     return "".join(pieces), spans
+
 
 def _possessive(text: str, start: int, end: int) -> int:
     """How many characters a final possessive takes at ``text[start:end]``'s end (0: none):
