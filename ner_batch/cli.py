@@ -112,6 +112,10 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--average", type=float, default=0.0, show_default=True,
               help="Score and save an exponential moving average of the weights with this decay per step "
                    "(e.g. 0.999; 0: the trained weights). The log and metrics.json show the trained weights beside.")
+@click.option("--adversarial", type=float, default=0.0, show_default=True,
+              help="Train each batch a second time with the word-piece embeddings moved this far along the loss "
+                   "gradient (FGM, e.g. 1.0; 0: off), so labels must hold when words look a little different; "
+                   "about twice the training time, tagging unchanged.")
 @click.option("--init", type=click.Path(file_okay=False), default="",
               help="Start from this trained model (a run directory or its best/, e.g. a soup) instead of the "
                    "pretrained backbone; --head, --shape-markers and --max-length must be as it was trained.")

@@ -33,6 +33,7 @@ from ..models.backbone import load_tokenizer, set_encoder_dropout
 from ..decode import Decoder
 from ..tagging import SentenceTagger
 from ..names import donor_names
+from .adversarial import EmbeddingAttack
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
@@ -72,6 +73,7 @@ class TrainSettings:
     resplit_trim: bool = False  # re-split entities lose their edge punctuation and final possessive (augment.py)
     shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
     average: float = 0.0  # decay of an exponential moving average of the weights, scored and saved instead (0 = off; averaging.py)
+    adversarial: float = 0.0  # FGM step on the word-piece embeddings, each batch trained again perturbed (0 = off; adversarial.py)
     init: str = ""  # start from this trained model (a run or its best/, e.g. a soup) instead of the pretrained backbone
     teachers: tuple[str, ...] = ()  # softmax runs whose mean word-label distributions the student also learns (distill.py)
     distill_weight: float = 0.5  # share of the loss given to the teachers (the rest: gold labels)
@@ -84,6 +86,11 @@ class TrainSettings:
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning "
                              f"rate), got {self.layer_decay}")
+        if self.adversarial < 0.0:
+            raise ValueError(f"expected --adversarial of 0 (off) or above (e.g. 1.0), got {self.adversarial}")
+        if self.adversarial and self.freeze_word_embeddings:
+            raise ValueError("expected --adversarial or --freeze-word-embeddings, not both: the attack moves the "
+                             "word-piece embeddings that --freeze-word-embeddings holds")
         if self.encoder_dropout is not None and not 0.0 <= self.encoder_dropout < 1.0:
             raise ValueError(f"expected --encoder-dropout from 0 up to (not including) 1, e.g. 0.2, got {self.encoder_dropout}")
         if self.select not in SELECT_SCORES:
@@ -480,6 +487,7 @@ def train(
     total_steps = sum(len(b) for _, b in plan)
     opt, sched = build_optimizer(model, settings, total_steps)
     average = WeightAverage(model, settings.average) if settings.average else None
+    attack = EmbeddingAttack(model.encoder.get_input_embeddings().weight, settings.adversarial) if settings.adversarial else None
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
         f"name mask {settings.name_mask}{f', name swap {settings.name_swap}' if settings.name_swap else ''}"
@@ -488,7 +496,9 @@ def train(
         + (f", encoder dropout {settings.encoder_dropout}" if settings.encoder_dropout is not None else "")
         + (", word-piece embeddings frozen" + (" (shape markers' rows train)" if windower.marker_ids else "")
            if settings.freeze_word_embeddings else "")
-        + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else ""))
+        + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else "")
+        + (f", each batch again with its word-piece embeddings perturbed adversarially (step {settings.adversarial})"
+           if attack else ""))
 
     history: list[dict[str, Any]] = []
     best_score, best_epoch, stale, select_key = -1.0, 0, 0, SELECT_SCORES[settings.select]
@@ -501,15 +511,23 @@ def train(
         for chunk in bar:
             batch = windower.collate([e.window for e in chunk])
             inputs, tags = to_torch(batch), tag_tensor(chunk, batch.word_mask.shape[1])
-            if targets is None:
-                loss = model.loss(inputs, tags)
-            else:
+            soft = None if targets is None else target_tensor(
+                [(e.window.word_start, e.window.word_end) for e in chunk], targets, tags.shape[1])
+
+            def batch_loss() -> torch.Tensor:
+                if soft is None:
+                    return model.loss(inputs, tags)
                 emissions = model(**inputs)
-                soft = target_tensor([(e.window.word_start, e.window.word_end) for e in chunk], targets, tags.shape[1])
-                loss = distill_loss(emissions, model.head.loss(emissions, tags, inputs["word_mask"]), soft,
+                return distill_loss(emissions, model.head.loss(emissions, tags, inputs["word_mask"]), soft,
                                     inputs["word_mask"], settings.distill_weight, settings.distill_temperature)
+
             opt.zero_grad(set_to_none=True)
+            loss = batch_loss()
             loss.backward()
+            if attack is not None:
+                with attack.perturbed() as moved:
+                    if moved:  # the perturbed batch's gradient adds to the clean one's: one step for both
+                        batch_loss().backward()
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             opt.step()
