@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from conftest import make_tiny_model, tiny_sentences, tiny_splits
 from ner_batch.cli import main
 from ner_batch.training.adversarial import EmbeddingAttack
-from ner_batch.training.trainer import TrainSettings, tag_tensor, to_torch, train, make_examples
+from ner_batch.training.trainer import TrainSettings, make_examples, tag_tensor, to_torch, train
 
 
 def test_the_perturbation_follows_the_gradient_with_norm_epsilon_and_is_undone_even_on_error():
@@ -69,10 +69,11 @@ def test_bad_settings_are_refused():
         TrainSettings(adversarial=1.0, freeze_word_embeddings=True)
 
 
-def test_train_refuses_a_bad_adversarial_step_in_one_line(tmp_path):
+@pytest.mark.parametrize("value", ["-2", "nan", "inf"])
+def test_train_refuses_a_bad_adversarial_step_in_one_line(tmp_path, value):
     res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "run"), "--data", str(tmp_path),
-                                    "--adversarial", "-2"])
-    assert res.exit_code == 2 and "expected --adversarial of 0 (off) or above" in res.output
+                                    "--adversarial", value])
+    assert res.exit_code == 2 and f"expected --adversarial of 0 (off) or above (e.g. 1.0), got {float(value)}" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "run").exists()
 
 

@@ -86,7 +86,7 @@ class TrainSettings:
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning "
                              f"rate), got {self.layer_decay}")
-        if self.adversarial < 0.0:
+        if not 0.0 <= self.adversarial < float("inf"):  # also refuses nan
             raise ValueError(f"expected --adversarial of 0 (off) or above (e.g. 1.0), got {self.adversarial}")
         if self.adversarial and self.freeze_word_embeddings:
             raise ValueError("expected --adversarial or --freeze-word-embeddings, not both: the attack moves the "
