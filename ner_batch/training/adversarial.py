@@ -11,7 +11,7 @@ twice the time). Tagging is unchanged: nothing of this enters the saved model or
 
 The perturbation is ``r = epsilon * g / ||g||`` with ``g`` the gradient of the whole
 embedding matrix (its Frobenius norm), so it falls on the rows of the batch's word pieces
-(the others have no gradient). With a zero or missing gradient there is nothing to attack
+(the others have no gradient), and only those rows are moved and restored. With a zero or missing gradient there is nothing to attack
 and the second pass is skipped.
 """
 
@@ -35,29 +35,34 @@ class EmbeddingAttack:
         self.weight = weight
         self.epsilon = epsilon
 
-    def step(self) -> torch.Tensor | None:
-        """The perturbation for the gradient now held by the weight, or None if it is zero or absent."""
+    def step(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The rows the weight's gradient touches and their perturbation, or None if the gradient is
+        zero, absent or not finite. Only those rows move (the batch's word pieces: a few hundred of
+        the vocabulary's 30k), so a step costs the batch's rows, not the whole matrix."""
         grad = self.weight.grad  # shape: (vocab, hidden)
         if grad is None:
             return None
-        norm = torch.linalg.vector_norm(grad)
+        rows = torch.nonzero(grad.any(dim=1)).squeeze(1)  # shape: (touched,)
+        part = grad[rows]  # shape: (touched, hidden)
+        norm = torch.linalg.vector_norm(part)  # the whole gradient's norm: the other rows are zero
         if not torch.isfinite(norm) or norm == 0:
             return None
-        return self.epsilon * grad / norm  # shape: (vocab, hidden)
+        return rows, self.epsilon * part / norm  # shape: (touched,), (touched, hidden)
 
     @contextlib.contextmanager
     def perturbed(self) -> Iterator[bool]:
         """Inside the block the embeddings carry the perturbation (yields True) or, with no gradient to
         follow, are untouched (yields False); the exact original values come back after, even on error."""
-        r = self.step()
-        if r is None:
+        step = self.step()
+        if step is None:
             yield False
             return
+        rows, r = step
         with torch.no_grad():
-            original = self.weight.detach().clone()
-            self.weight.add_(r)
+            original = self.weight[rows]  # shape: (touched, hidden); indexing copies
+            self.weight.index_add_(0, rows, r)
         try:
             yield True
         finally:
             with torch.no_grad():
-                self.weight.copy_(original)
+                self.weight.index_copy_(0, rows, original)
