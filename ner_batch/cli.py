@@ -64,6 +64,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
                    "from context.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--warmup", type=float, default=0.1, show_default=True, help="Share of steps spent warming up.")
+@click.option("--weight-decay", type=float, default=0.01, show_default=True,
+              help="AdamW weight decay of the weight matrices, encoder and head alike (biases, norms and frozen "
+                   "word pieces get none); 0: none.")
 @click.option("--dropout", type=float, default=0.1, show_default=True,
               help="Dropout of the head (on the encoder's word vectors, and after the LSTM for crf).")
 @click.option("--encoder-dropout", type=float, default=None,

@@ -200,6 +200,20 @@ def test_frozen_word_embeddings_without_markers_leave_the_optimizer_and_decay_st
     assert weight.grad[[1, 2]].eq(1).all() and weight.grad[3:].eq(0).all() and weight.grad[0].eq(0).all()
 
 
+@pytest.mark.parametrize("decay", [0.0, 0.1])
+def test_weight_decay_reaches_every_weight_matrix_and_no_bias_or_norm(decay):
+    model = make_tiny_model("crf")
+    opt, _ = build_optimizer(model, TrainSettings(head="crf", weight_decay=decay, warmup=0.0), 10)
+    decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    assert len(decay_of) == len(names)
+    for name, p in names.items():
+        plain = "bias" in name or "LayerNorm" in name  # LSTM biases: bias_ih_l0, bias_hh_l0
+        assert decay_of[id(p)] == (0.0 if plain else decay), name
+    assert any(decay_of[id(p)] == decay for n, p in names.items() if n.startswith("encoder."))
+    assert any(decay_of[id(p)] == decay for n, p in names.items() if not n.startswith("encoder."))
+
+
 def test_encoder_depths_count_layers_down_from_the_top():
     names = ["embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
              "encoder.layer.1.output.dense.bias", "encoder.layer.2.output.LayerNorm.weight", "pooler.dense.weight"]
@@ -238,6 +252,8 @@ def test_layer_decay_gives_each_encoder_layer_its_learning_rate(head):
       for v in ("0", "1.5", "-0.2")],
     *[("--encoder-dropout", v, "expected --encoder-dropout from 0 up to (not including) 1, e.g. 0.2, got {}")
       for v in ("1", "1.5", "-0.1")],
+    *[("--weight-decay", v, "expected --weight-decay of 0 (none) or above (e.g. 0.01), got {}")
+      for v in ("-0.01", "nan", "inf")],
 ])
 def test_train_refuses_an_encoder_setting_out_of_range_in_one_line(tmp_path, flag, value, expected):
     from click.testing import CliRunner

@@ -51,7 +51,7 @@ class TrainSettings:
     freeze_word_embeddings: bool = False  # word-piece embeddings keep their pre-trained values (shape markers' rows train)
     batch_size: int = 16
     warmup: float = 0.1  # share of steps
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # AdamW's decoupled decay of every weight matrix (no biases, norms or frozen rows)
     dropout: float = 0.1  # the head's (before the LSTM / classifier)
     encoder_dropout: float | None = None  # every dropout inside the encoder (None: the backbone's own, 0.1 for MiniLM)
     max_length: int = 256
@@ -86,6 +86,8 @@ class TrainSettings:
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning "
                              f"rate), got {self.layer_decay}")
+        if not 0.0 <= self.weight_decay < float("inf"):  # also refuses nan
+            raise ValueError(f"expected --weight-decay of 0 (none) or above (e.g. 0.01), got {self.weight_decay}")
         if not 0.0 <= self.adversarial < float("inf"):  # also refuses nan
             raise ValueError(f"expected --adversarial of 0 (off) or above (e.g. 1.0), got {self.adversarial}")
         if self.adversarial and self.freeze_word_embeddings:
