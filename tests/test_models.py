@@ -255,7 +255,7 @@ def test_layer_decay_gives_each_encoder_layer_its_learning_rate(head):
     *[("--weight-decay", v, "expected --weight-decay of 0 (none) or above (e.g. 0.01), got {}")
       for v in ("-0.01", "nan", "inf")],
 ])
-def test_train_refuses_an_encoder_setting_out_of_range_in_one_line(tmp_path, flag, value, expected):
+def test_train_refuses_an_optimizer_or_encoder_setting_out_of_range_in_one_line(tmp_path, flag, value, expected):
     from click.testing import CliRunner
 
     from ner_batch.cli import main
