@@ -11,8 +11,8 @@ twice the time). Tagging is unchanged: nothing of this enters the saved model or
 
 The perturbation is ``r = epsilon * g / ||g||`` with ``g`` the gradient of the whole
 embedding matrix (its Frobenius norm), so it falls on the rows of the batch's word pieces
-(the others have no gradient), and only those rows are moved and restored. With a zero or missing gradient there is nothing to attack
-and the second pass is skipped.
+(the others have no gradient), and only those rows are moved and restored. With a zero or
+missing gradient there is nothing to attack and the second pass is skipped.
 """
 
 from __future__ import annotations

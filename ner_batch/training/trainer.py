@@ -40,6 +40,12 @@ from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, t
 from .runs import SELECT_SCORES, model_dir
 
 
+def _refuse_unless_finite_and_not_negative(flag: str, value: float, *, zero: str, example: str) -> None:
+    """One line for a setting that must be 0 or above and finite (nan fails the comparison too)."""
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"expected {flag} of 0 ({zero}) or above (e.g. {example}), got {value}")
+
+
 @dataclasses.dataclass
 class TrainSettings:
     head: str = "softmax"
@@ -86,10 +92,8 @@ class TrainSettings:
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"expected --layer-decay above 0 and at most 1 (e.g. 0.8; 1: one encoder learning "
                              f"rate), got {self.layer_decay}")
-        if not 0.0 <= self.weight_decay < float("inf"):  # also refuses nan
-            raise ValueError(f"expected --weight-decay of 0 (none) or above (e.g. 0.01), got {self.weight_decay}")
-        if not 0.0 <= self.adversarial < float("inf"):  # also refuses nan
-            raise ValueError(f"expected --adversarial of 0 (off) or above (e.g. 1.0), got {self.adversarial}")
+        _refuse_unless_finite_and_not_negative("--weight-decay", self.weight_decay, zero="none", example="0.01")
+        _refuse_unless_finite_and_not_negative("--adversarial", self.adversarial, zero="off", example="1.0")
         if self.adversarial and self.freeze_word_embeddings:
             raise ValueError("expected --adversarial or --freeze-word-embeddings, not both: the attack moves the "
                              "word-piece embeddings that --freeze-word-embeddings holds")
