@@ -214,6 +214,52 @@ def test_weight_decay_reaches_every_weight_matrix_and_no_bias_or_norm(decay):
     assert any(decay_of[id(p)] == decay for n, p in names.items() if not n.startswith("encoder."))
 
 
+def test_start_decay_pulls_encoder_matrices_toward_their_start_and_the_head_toward_zero():
+    """With zero gradients AdamW's step is decay alone: anchored weights keep (1 - lr*L) of their
+    distance to the start, the head's weight matrices (1 - lr*W) of themselves, biases and norms all."""
+    from ner_batch.training.anchor import StartAnchor
+
+    model = make_tiny_model("crf")
+    lr, start_decay, weight_decay = 1e-2, 5.0, 0.1
+    settings = TrainSettings(head="crf", lr=lr, head_lr=lr, start_decay=start_decay, weight_decay=weight_decay, warmup=0.0)
+    opt, _ = build_optimizer(model, settings, 10)
+    anchor = StartAnchor(opt)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.manual_seed(0)
+    delta = {n: torch.randn_like(p) for n, p in model.named_parameters()}  # the drift fine-tuning made
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.add_(delta[n])
+            p.grad = torch.zeros_like(p)
+    opt.step()
+    anchor.pull()
+    kinds = set()
+    for n, p in model.named_parameters():
+        plain = "bias" in n or "LayerNorm" in n
+        if plain:
+            expected, kind = start[n] + delta[n], "plain"
+        elif n.startswith("encoder."):
+            expected, kind = start[n] + delta[n] * (1 - lr * start_decay), "anchored"
+        else:
+            expected, kind = (start[n] + delta[n]) * (1 - lr * weight_decay), "toward zero"
+        kinds.add(kind)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+    assert kinds == {"plain", "anchored", "toward zero"}
+    off, _ = build_optimizer(model, TrainSettings(head="crf", warmup=0.0), 10)
+    with pytest.raises(ValueError, match="expected at least one weight matrix to anchor to its start, got none"):
+        StartAnchor(off)
+
+
+def test_train_with_start_decay_says_so_and_records_it(tmp_path, tokenizer):
+    settings = TrainSettings(head="softmax", epochs=1, batch_size=2, start_decay=5.0, warmup=0.0)
+    log: list[str] = []
+    splits = {"train": tiny_sentences() * 2, "valid": tiny_sentences(), "test": tiny_sentences()}
+    train(settings, tmp_path / "run", model=make_tiny_model("softmax"), tokenizer=tokenizer, splits=splits, progress=False,
+          log=log.append)
+    assert "encoder weight matrices decaying toward their start (rate 5.0)" in "\n".join(log)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["settings"]["start_decay"] == 5.0
+
+
 def test_encoder_depths_count_layers_down_from_the_top():
     names = ["embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight",
              "encoder.layer.1.output.dense.bias", "encoder.layer.2.output.LayerNorm.weight", "pooler.dense.weight"]
@@ -254,6 +300,8 @@ def test_layer_decay_gives_each_encoder_layer_its_learning_rate(head):
       for v in ("1", "1.5", "-0.1")],
     *[("--weight-decay", v, "expected --weight-decay of 0 (none) or above (e.g. 0.01), got {}")
       for v in ("-0.01", "nan", "inf")],
+    *[("--start-decay", v, "expected --start-decay of 0 (off) or above (e.g. 5), got {}")
+      for v in ("-1", "nan", "inf")],
 ])
 def test_train_refuses_an_optimizer_or_encoder_setting_out_of_range_in_one_line(tmp_path, flag, value, expected):
     from click.testing import CliRunner

@@ -34,6 +34,7 @@ from ..decode import Decoder
 from ..tagging import SentenceTagger
 from ..names import donor_names
 from .adversarial import EmbeddingAttack
+from .anchor import ANCHOR_KEY, StartAnchor
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
@@ -58,6 +59,7 @@ class TrainSettings:
     batch_size: int = 16
     warmup: float = 0.1  # share of steps
     weight_decay: float = 0.01  # AdamW's decoupled decay of every weight matrix (no biases, norms or frozen rows)
+    start_decay: float = 0.0  # the encoder's weight matrices decay at this rate toward their start, not toward zero (anchor.py)
     dropout: float = 0.1  # the head's (before the LSTM / classifier)
     encoder_dropout: float | None = None  # every dropout inside the encoder (None: the backbone's own, 0.1 for MiniLM)
     max_length: int = 256
@@ -94,6 +96,7 @@ class TrainSettings:
                              f"rate), got {self.layer_decay}")
         _refuse_unless_finite_and_not_negative("--weight-decay", self.weight_decay, zero="none", example="0.01")
         _refuse_unless_finite_and_not_negative("--adversarial", self.adversarial, zero="off", example="1.0")
+        _refuse_unless_finite_and_not_negative("--start-decay", self.start_decay, zero="off", example="5")
         if self.adversarial and self.freeze_word_embeddings:
             raise ValueError("expected --adversarial or --freeze-word-embeddings, not both: the attack moves the "
                              "word-piece embeddings that --freeze-word-embeddings holds")
@@ -335,7 +338,9 @@ def freeze_word_embeddings(model: WordTagger, trainable_ids: Sequence[int] = ())
 def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int):
     """AdamW with one group per learning rate and weight decay: the head at ``head_lr``; the
     encoder at ``lr``, or with ``layer_decay`` < 1 at ``lr * layer_decay ** depth`` (depth as in
-    :func:`encoder_depths`: the embeddings change least), and a linear schedule with warm-up."""
+    :func:`encoder_depths`: the embeddings change least), and a linear schedule with warm-up.
+    With ``start_decay`` the encoder's weight matrices form groups marked :data:`ANCHOR_KEY`
+    that decay at that rate, toward their start once :class:`StartAnchor` pulls after each step."""
     from transformers import get_linear_schedule_with_warmup
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -344,17 +349,19 @@ def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int
     depths = encoder_depths(list(own_name.values())) if settings.layer_decay < 1.0 else {}
     # frozen word pieces: decay would move the rows their zeroed gradient holds
     held = model.encoder.get_input_embeddings().weight if settings.freeze_word_embeddings else None
-    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    groups: dict[tuple[float, bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in params:
         if name in own_name:
             lr = settings.lr * settings.layer_decay ** depths.get(own_name[name], 0)
         else:
             lr = settings.head_lr
         decay = not any(nd in name for nd in no_decay) and p is not held
-        groups.setdefault((lr, decay), []).append(p)
+        anchored = decay and name in own_name and settings.start_decay > 0.0
+        groups.setdefault((lr, decay, anchored), []).append(p)
     param_groups = [
-        {"params": ps, "lr": lr, "weight_decay": settings.weight_decay if decay else 0.0}
-        for (lr, decay), ps in groups.items()
+        {"params": ps, "lr": lr, ANCHOR_KEY: anchored,
+         "weight_decay": settings.start_decay if anchored else settings.weight_decay if decay else 0.0}
+        for (lr, decay, anchored), ps in groups.items()
     ]
     opt = torch.optim.AdamW(param_groups)
     sched = get_linear_schedule_with_warmup(opt, int(settings.warmup * total_steps), total_steps)
@@ -494,6 +501,7 @@ def train(
     opt, sched = build_optimizer(model, settings, total_steps)
     average = WeightAverage(model, settings.average) if settings.average else None
     attack = EmbeddingAttack(model.encoder.get_input_embeddings().weight, settings.adversarial) if settings.adversarial else None
+    anchor = StartAnchor(opt) if settings.start_decay else None
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
         f"name mask {settings.name_mask}{f', name swap {settings.name_swap}' if settings.name_swap else ''}"
@@ -504,7 +512,8 @@ def train(
            if settings.freeze_word_embeddings else "")
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else "")
         + (f", each batch again with its word-piece embeddings perturbed adversarially (step {settings.adversarial})"
-           if attack else ""))
+           if attack else "")
+        + (f", encoder weight matrices decaying toward their start (rate {settings.start_decay})" if anchor else ""))
 
     history: list[dict[str, Any]] = []
     best_score, best_epoch, stale, select_key = -1.0, 0, 0, SELECT_SCORES[settings.select]
@@ -537,6 +546,8 @@ def train(
             if settings.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             opt.step()
+            if anchor is not None:
+                anchor.pull()  # before the schedule moves the lr the step used
             sched.step()
             if average is not None:
                 average.update(model)
