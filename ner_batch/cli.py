@@ -66,7 +66,7 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--warmup", type=float, default=0.1, show_default=True, help="Share of steps spent warming up.")
 @click.option("--weight-decay", type=float, default=0.01, show_default=True,
               help="AdamW weight decay of the weight matrices, encoder and head alike (biases, norms and frozen "
-                   "word pieces get none; with --start-decay the encoder's decay toward their start instead); 0: none.")
+                   "word pieces get none; with --start-decay the encoder's matrices decay toward their start instead); 0: none.")
 @click.option("--start-decay", type=float, default=0.0, show_default=True,
               help="Decay the encoder's weight matrices toward their values at the start of training (the "
                    "pre-trained backbone, or --init's model) at this rate instead of toward zero (L2-SP, e.g. 5; "

@@ -29,7 +29,7 @@ class StartAnchor:
     """Holds a copy of every parameter in ``optimizer``'s groups marked with :data:`ANCHOR_KEY`."""
 
     def __init__(self, optimizer: torch.optim.Optimizer):
-        self.groups = [g for g in optimizer.param_groups if g.get(ANCHOR_KEY) and g["weight_decay"] > 0.0]
+        self.groups = [g for g in optimizer.param_groups if g.get(ANCHOR_KEY)]  # marked only with a start decay above 0
         if not self.groups:
             raise ValueError("expected at least one weight matrix to anchor to its start, got none "
                              "(is the encoder frozen, or the start decay 0?)")
