@@ -71,6 +71,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
               help="Decay the encoder's weight matrices toward their values at the start of training (the "
                    "pre-trained backbone, or --init's model) at this rate instead of toward zero (L2-SP, e.g. 5; "
                    "each step closes lr times this of the distance); the head keeps --weight-decay. 0: off.")
+@click.option("--reinit-top", type=int, default=0, show_default=True,
+              help="Re-initialise the encoder's top N transformer layers before training (drawn from --seed as the "
+                   "backbone draws a new model's weights), for a backbone pre-trained for another task; 0: keep them all.")
 @click.option("--dropout", type=float, default=0.1, show_default=True,
               help="Dropout of the head (on the encoder's word vectors, and after the LSTM for crf).")
 @click.option("--encoder-dropout", type=float, default=None,

@@ -382,3 +382,104 @@ def test_training_with_encoder_dropout_records_it_and_the_backbone_default_is_le
           tokenizer=tokenizer, splits=splits, progress=False, log=log.append)
     plain = json.loads((tmp_path / "plain" / "best" / "tagger.json").read_text())["encoder_config"]
     assert plain["hidden_dropout_prob"] == 0.0  # the encoder's own rate, untouched without the setting
+
+
+def _snapshot(module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def test_reinit_top_redraws_the_top_layers_alone_as_the_backbone_initialises_them():
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from ner_batch.models.backbone import reinit_top_layers
+
+    bert = make_tiny_model("crf").encoder  # 2 layers, 32 wide, initializer_range 0.02
+    with torch.no_grad():
+        for p in bert.parameters():
+            p.fill_(0.5)  # nothing the initialiser draws
+    before = _snapshot(bert)
+    torch.manual_seed(7)
+    assert reinit_top_layers(bert, 1) == 2
+    after = _snapshot(bert)
+    moved = {n for n in after if not torch.equal(after[n], before[n])}
+    assert moved and all(n.startswith("encoder.layer.1.") for n in moved)
+    assert {n for n in after if n.startswith("encoder.layer.1.")} == moved  # every top-layer tensor redrawn
+    query = after["encoder.layer.1.attention.self.query.weight"]  # shape: (32, 32)
+    assert 0.015 < query.std().item() < 0.025 and abs(query.mean().item()) < 0.005
+    assert torch.equal(after["encoder.layer.1.attention.self.query.bias"], torch.zeros(32))
+    assert torch.equal(after["encoder.layer.1.output.LayerNorm.weight"], torch.ones(32))
+    again = make_tiny_model("crf").encoder
+    with torch.no_grad():
+        for p in again.parameters():
+            p.fill_(0.5)
+    torch.manual_seed(7)
+    reinit_top_layers(again, 1)
+    assert all(torch.equal(p, after[n]) for n, p in again.named_parameters())  # the seed fixes the draws
+    assert reinit_top_layers(bert, 0) == 2 and all(torch.equal(p, after[n]) for n, p in bert.named_parameters())
+    reinit_top_layers(bert, 2)
+    assert not torch.equal(bert.encoder.layer[0].attention.self.query.weight, before["encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(bert.embeddings.word_embeddings.weight, before["embeddings.word_embeddings.weight"])
+
+    distil = DistilBertModel(DistilBertConfig(vocab_size=100, dim=32, n_layers=3, n_heads=2, hidden_dim=64))
+    start = _snapshot(distil)
+    reinit_top_layers(distil, 2)
+    moved = {n.split(".")[2] for n, p in distil.named_parameters() if not torch.equal(p, start[n])}
+    assert moved == {"1", "2"}  # transformer.layer.1 and .2
+    with pytest.raises(ValueError, match=r"expected --reinit-top from 0 to 3 \(the encoder's transformer layers\), got 4"):
+        reinit_top_layers(distil, 4)
+
+
+def test_reinit_top_refuses_an_encoder_without_a_layer_list():
+    from transformers import T5Config, T5EncoderModel
+
+    from ner_batch.models.backbone import reinit_top_layers
+
+    t5 = T5EncoderModel(T5Config(vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2))
+    with pytest.raises(ValueError, match=r"expected one list of transformer layers \('encoder.layer' or 'transformer.layer'\) "
+                                         r"in the encoder, found 0 in model type 't5'"):
+        reinit_top_layers(t5, 1)
+
+
+def test_reinit_top_is_drawn_from_seed_so_runs_of_other_data_seeds_start_alike(tmp_path, tokenizer):
+    """At learning rate 0 a run saves the weights it started from: the redrawn top layer is the
+    same for two data seeds (so they can be souped) and differs from the pre-trained one."""
+    from safetensors.torch import load_file
+
+    splits = {"train": tiny_sentences() * 2, "valid": tiny_sentences(), "test": tiny_sentences()}
+    log: list[str] = []
+    saved = {}
+    for name, reinit, data_seed in (("a", 1, 1), ("b", 1, 2), ("plain", 0, 1)):
+        settings = TrainSettings(head="crf", epochs=1, batch_size=2, warmup=0.0, lr=0.0, head_lr=0.0, seed=5,
+                                 data_seed=data_seed, reinit_top=reinit)
+        train(settings, tmp_path / name, model=make_tiny_model("crf"), tokenizer=tokenizer, splits=splits,
+              progress=False, log=log.append)
+        saved[name] = load_file(str(tmp_path / name / "best" / "model.safetensors"))
+    assert "the encoder's top 1 layers re-initialised" in "\n".join(log)
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["settings"]["reinit_top"] == 1
+    top, low = "encoder.encoder.layer.1.attention.self.query.weight", "encoder.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(saved["a"][top], saved["b"][top]) and not torch.equal(saved["a"][top], saved["plain"][top])
+    assert torch.equal(saved["a"][low], saved["plain"][low])
+
+
+def test_train_refuses_a_bad_reinit_top_in_one_line(tmp_path, tokenizer):
+    from click.testing import CliRunner
+
+    from conftest import write_tiny_data
+    from ner_batch.cli import main
+
+    def run(*args):
+        res = CliRunner().invoke(main, ["train", "--head", "crf", "--out", str(tmp_path / "run"), *args])
+        assert "Traceback" not in res.output, res.output
+        assert not (tmp_path / "run").exists()
+        return res.exit_code, " ".join(res.output.split())
+
+    code, out = run("--data", str(tmp_path), "--reinit-top", "-1")
+    assert code == 2 and "expected --reinit-top of 0 (keep every pre-trained layer) or above (e.g. 1), got -1" in out
+    code, out = run("--data", str(tmp_path), "--reinit-top", "1", "--init", str(tmp_path))
+    assert code == 2 and "expected --reinit-top or --init, not both: --init's model has already trained its top layers" in out
+    ckpt = tmp_path / "tiny-bert"
+    make_tiny_model("crf").encoder.save_pretrained(ckpt)
+    tokenizer.save_pretrained(ckpt)
+    data = write_tiny_data(tmp_path / "data")
+    code, out = run("--backbone", str(ckpt), "--data", str(data), "--epochs", "1", "--reinit-top", "3")
+    assert code == 1 and "Error: expected --reinit-top from 0 to 2 (the encoder's transformer layers), got 3" in out

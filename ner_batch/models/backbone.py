@@ -79,3 +79,41 @@ def load_encoder(name: str):
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None  # unused by a token tagger; keeps it out of the exported graph
     return encoder
+
+
+#: Where HF encoders keep their transformer layers: BERT-style models, DistilBERT.
+TRANSFORMER_LAYER_LISTS = ("encoder.layer", "transformer.layer")
+
+
+def transformer_layers(encoder):
+    """The ``nn.ModuleList`` of a HF encoder's transformer layers, bottom first: BERT-style
+    ``encoder.layer`` (BERT, RoBERTa, MiniLM, SecBERT) or DistilBERT's ``transformer.layer``.
+
+    Raises ValueError when the encoder holds no such list (another architecture)."""
+    from torch import nn
+
+    found = [m for name, m in encoder.named_modules()
+             if isinstance(m, nn.ModuleList) and name in TRANSFORMER_LAYER_LISTS and len(m)]
+    if len(found) != 1:
+        raise ValueError(f"expected one list of transformer layers ('encoder.layer' or 'transformer.layer') in the "
+                         f"encoder, found {len(found)} in model type {getattr(encoder.config, 'model_type', '?')!r}")
+    return found[0]
+
+
+def reinit_top_layers(encoder, count: int) -> int:
+    """Draw the weights of a HF encoder's top ``count`` transformer layers afresh, as the
+    backbone initialises a model it has no checkpoint for (``_init_weights``: linear weights
+    normal with the config's ``initializer_range``, biases zero, layer norms one and zero).
+    The draws come from torch's global generator, so a seeded run re-draws the same weights.
+
+    A backbone pre-trained for another task (all-MiniLM-L6-v2 for sentence embeddings by mean
+    pooling) keeps that task mostly in its top layers; fine-tuning then starts them from scratch
+    (Zhang et al., 2021, "Revisiting Few-sample BERT Fine-tuning"). Returns the number of layers.
+
+    Raises ValueError for a count below 0 or above the encoder's layers."""
+    layers = transformer_layers(encoder)
+    if not 0 <= count <= len(layers):
+        raise ValueError(f"expected --reinit-top from 0 to {len(layers)} (the encoder's transformer layers), got {count}")
+    for layer in list(layers)[len(layers) - count:]:
+        layer.apply(encoder._init_weights)
+    return len(layers)

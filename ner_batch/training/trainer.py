@@ -29,7 +29,7 @@ from ..data.dnrti import data_dir, load_split, unseen_mask
 from ..encoding import Batch, Window, Windower
 from ..evaluation import mention_texts, new_name_recall, score
 from ..models import TaggerConfig, WordTagger, build_model
-from ..models.backbone import load_tokenizer, set_encoder_dropout
+from ..models.backbone import load_tokenizer, reinit_top_layers, set_encoder_dropout
 from ..decode import Decoder
 from ..tagging import SentenceTagger
 from ..names import donor_names
@@ -60,6 +60,7 @@ class TrainSettings:
     warmup: float = 0.1  # share of steps
     weight_decay: float = 0.01  # AdamW's decoupled decay of every weight matrix (no biases, norms or frozen rows)
     start_decay: float = 0.0  # the encoder's weight matrices decay at this rate toward their start, not toward zero (anchor.py)
+    reinit_top: int = 0  # the encoder's top N transformer layers drawn afresh from --seed before training (backbone.py)
     dropout: float = 0.1  # the head's (before the LSTM / classifier)
     encoder_dropout: float | None = None  # every dropout inside the encoder (None: the backbone's own, 0.1 for MiniLM)
     max_length: int = 256
@@ -97,6 +98,10 @@ class TrainSettings:
         _refuse_unless_finite_and_not_negative("--weight-decay", self.weight_decay, zero="none", example="0.01")
         _refuse_unless_finite_and_not_negative("--adversarial", self.adversarial, zero="off", example="1.0")
         _refuse_unless_finite_and_not_negative("--start-decay", self.start_decay, zero="off", example="5")
+        if self.reinit_top < 0:
+            raise ValueError(f"expected --reinit-top of 0 (keep every pre-trained layer) or above (e.g. 1), got {self.reinit_top}")
+        if self.reinit_top and self.init:
+            raise ValueError("expected --reinit-top or --init, not both: --init's model has already trained its top layers")
         if self.adversarial and self.freeze_word_embeddings:
             raise ValueError("expected --adversarial or --freeze-word-embeddings, not both: the attack moves the "
                              "word-piece embeddings that --freeze-word-embeddings holds")
@@ -466,6 +471,11 @@ def train(
             set_encoder_dropout(model.encoder, settings.encoder_dropout)
         except ValueError as exc:
             raise BackboneSettingError(str(exc)) from None  # WordTagger.save records the rates in tagger.json
+    if settings.reinit_top:  # drawn from --seed: runs that differ in --data-seed alone still start alike
+        try:
+            reinit_top_layers(model.encoder, settings.reinit_top)
+        except ValueError as exc:
+            raise BackboneSettingError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     logfile = (out / "train.log").open("w")
     logfile.write("".join(line + "\n" for line in pending))
@@ -508,6 +518,7 @@ def train(
         f"{f', resplit {settings.resplit}' if settings.resplit else ''}{' trimmed' if settings.resplit_trim else ''}), {settings.epochs} epochs, {total_steps} steps, backbone {model.config.backbone}"
         + (f", encoder lr x{settings.layer_decay} per layer down" if settings.layer_decay < 1.0 else "")
         + (f", encoder dropout {settings.encoder_dropout}" if settings.encoder_dropout is not None else "")
+        + (f", the encoder's top {settings.reinit_top} layers re-initialised" if settings.reinit_top else "")
         + (", word-piece embeddings frozen" + (" (shape markers' rows train)" if windower.marker_ids else "")
            if settings.freeze_word_embeddings else "")
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else "")
