@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -150,7 +151,14 @@ def test_runs_that_cannot_be_averaged_are_refused_in_one_line(tmp_path, tokenize
     a, b = _tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2))
     (other_seed,) = _tiny_runs(tmp_path, tokenizer, data_seeds=(1,), seed=14)
     (crf,) = _tiny_runs(tmp_path, tokenizer, data_seeds=(1,), head="crf")
+    reinit = tmp_path / "reinit"  # b's files, as if its top encoder layer had been redrawn before training
+    shutil.copytree(b, reinit)
+    metrics = json.loads((reinit / "metrics.json").read_text())
+    metrics["settings"]["reinit_top"] = 1
+    (reinit / "metrics.json").write_text(json.dumps(metrics))
     cases = [
+        ([a, reinit], f"expected runs from the same initial weights (one --reinit-top, other --data-seed), got --reinit-top "
+                      f"0 in {a} and 1 in {reinit}"),
         ([a], "expected at least 2 runs to average, got 1"),
         ([a, a], "expected distinct runs, got one run twice"),
         ([a, other_seed], "expected runs from the same initial weights (one --seed, other --data-seed), got --seed 13"),

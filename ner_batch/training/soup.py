@@ -59,7 +59,7 @@ def _tagger_fields(best: Path) -> dict[str, Any]:
 def check_ingredients(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Each run's metrics, after checking that the runs can be averaged: at least two,
     finished, the same model definition (head, labels, backbone, sizes, markers) and the
-    same initial weights (``--seed``). Raises RunError naming the first difference."""
+    same initial weights (``--seed``, ``--reinit-top``). Raises RunError naming the first difference."""
     if len(runs) < 2:
         raise RunError(f"expected at least 2 runs to average, got {len(runs)}")
     if len({str(Path(r).resolve()) for r in runs}) != len(runs):
@@ -77,6 +77,11 @@ def check_ingredients(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
                 f"expected runs from the same initial weights (one --seed, other --data-seed), got --seed "
                 f"{metrics[0]['settings'].get('seed')} in {first} and {m['settings'].get('seed')} in {run}: "
                 "runs initialised apart do not average into a working model")
+        if m["settings"].get("reinit_top", 0) != metrics[0]["settings"].get("reinit_top", 0):
+            raise RunError(
+                f"expected runs from the same initial weights (one --reinit-top, other --data-seed), got --reinit-top "
+                f"{metrics[0]['settings'].get('reinit_top', 0)} in {first} and {m['settings'].get('reinit_top', 0)} in "
+                f"{run}: their top encoder layers start apart and do not average into a working model")
     return metrics
 
 
