@@ -81,7 +81,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
                    "[default: the backbone's own, 0.1 for MiniLM]. Tagging is unaffected.")
 @click.option("--max-length", type=int, default=256, show_default=True,
               help="Word pieces per window; longer sentences are split at word boundaries, never truncated.")
-@click.option("--lstm-hidden", type=int, default=256, show_default=True)
+@click.option("--lstm-hidden", type=int, default=256, show_default=True,
+              help="Width of the crf head's LSTM (each direction); 0: no LSTM, the emission layer reads the "
+                   "encoder's word states (BERT-CRF). The softmax head has none.")
 @click.option("--bilstm/--lstm", "bidirectional", default=True, show_default=True,
               help="Bidirectional LSTM, or unidirectional as in the course report (crf head only).")
 @click.option("--seed", type=int, default=13, show_default=True, help="Seed of the initial weights (and of the rest, "

@@ -27,7 +27,24 @@ HEADS = ["softmax", "crf"]
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("variant", ["fp32", "opt"])
 def test_bundle_matches_pytorch_at_other_shapes(head, variant, tiny_bundles, windower):
-    path, model, manifest = tiny_bundles[head]
+    _assert_bundle_matches_pytorch(*tiny_bundles[head], variant)
+
+
+def test_a_crf_without_lstm_exports_and_matches_pytorch(tmp_path, tokenizer):
+    from conftest import make_tiny_model, tiny_sentences
+    from ner_batch.export.build import build_bundle
+
+    model = make_tiny_model("crf", seed=7, lstm_hidden=0)
+    assert model.head.forward_lstm is None and model.head.emission.in_features == 32  # the encoder's width
+    manifest = build_bundle(tmp_path / "run", tmp_path / "crf-nolstm", model=model, tokenizer=tokenizer,
+                            check_sentences=CHECK_SENTENCES, eval_split=("tiny", tiny_sentences(), [True, False]),
+                            log=lambda m: None)
+    assert manifest["head"] == "crf" and manifest["lstm"] is None
+    for variant in ("fp32", "opt"):
+        _assert_bundle_matches_pytorch(tmp_path / "crf-nolstm", model, manifest, variant)
+
+
+def _assert_bundle_matches_pytorch(path, model, manifest, variant):
     tagger = Tagger(path, variant, device="cpu")
     windows = tagger.windower.windows(CHECK_SENTENCES)
     for size in (1, 2, 5, len(windows)):  # the graph was traced at batch 2 with the first two windows

@@ -42,18 +42,19 @@ def test_a_few_steps_lower_the_loss(head, windower):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("head, bidirectional", [("softmax", True), ("crf", True), ("crf", False)])
-def test_overfits_two_sentences(head, bidirectional, windower):
-    model = make_tiny_model(head, bidirectional=bidirectional)
+@pytest.mark.parametrize("head, bidirectional, lstm_hidden", [("softmax", True, 16), ("crf", True, 16), ("crf", False, 16),
+                                                              ("crf", True, 0)])
+def test_overfits_two_sentences(head, bidirectional, lstm_hidden, windower):
+    model = make_tiny_model(head, bidirectional=bidirectional, lstm_hidden=lstm_hidden)
     _fit(model, windower, steps=150)
     sents = tiny_sentences()
     pred = predict_tokens(model, windower, [s.tokens for s in sents])
     assert score([s.labels for s in sents], pred)["f1"] == 1.0
 
 
-@pytest.mark.parametrize("head", ["softmax", "crf"])
-def test_save_load_round_trip_gives_identical_predictions(head, tmp_path, tokenizer, windower):
-    model = make_tiny_model(head, seed=3)
+@pytest.mark.parametrize("head, lstm_hidden", [("softmax", 16), ("crf", 16), ("crf", 0)])
+def test_save_load_round_trip_gives_identical_predictions(head, lstm_hidden, tmp_path, tokenizer, windower):
+    model = make_tiny_model(head, seed=3, lstm_hidden=lstm_hidden)
     model.save(tmp_path / "m", tokenizer)
     loaded, tok2 = load_model(tmp_path / "m")
     assert not list(tmp_path.glob("m/*.bin")) and not list(tmp_path.glob("m/*.pt"))  # no pickles
@@ -461,7 +462,7 @@ def test_reinit_top_is_drawn_from_seed_so_runs_of_other_data_seeds_start_alike(t
     assert torch.equal(saved["a"][low], saved["plain"][low])
 
 
-def test_train_refuses_a_bad_reinit_top_in_one_line(tmp_path, tokenizer):
+def test_train_refuses_a_bad_reinit_top_or_lstm_width_in_one_line(tmp_path, tokenizer):
     from click.testing import CliRunner
 
     from conftest import write_tiny_data
@@ -475,6 +476,8 @@ def test_train_refuses_a_bad_reinit_top_in_one_line(tmp_path, tokenizer):
 
     code, out = run("--data", str(tmp_path), "--reinit-top", "-1")
     assert code == 2 and "expected --reinit-top of 0 (keep every pre-trained layer) or above (e.g. 1), got -1" in out
+    code, out = run("--data", str(tmp_path), "--lstm-hidden", "-1")
+    assert code == 2 and "expected --lstm-hidden of 0 (no LSTM: the crf's emissions read the encoder) or above (e.g. 256), got -1" in out
     code, out = run("--data", str(tmp_path), "--reinit-top", "1", "--init", str(tmp_path))
     assert code == 2 and "expected --reinit-top or --init, not both: --init's model has already trained its top layers" in out
     ckpt = tmp_path / "tiny-bert"

@@ -175,7 +175,7 @@ def build_bundle(
         "shape_markers": cfg.shape_markers,
         "label_scheme": "BIO",
         "num_labels": cfg.num_labels,
-        "lstm": {"hidden": cfg.lstm_hidden, "bidirectional": cfg.lstm_bidirectional} if cfg.head == "crf" else None,
+        "lstm": {"hidden": cfg.lstm_hidden, "bidirectional": cfg.lstm_bidirectional} if cfg.head == "crf" and cfg.lstm_hidden else None,
         "decoder": "viterbi" if cfg.head == "crf" else "bio-constrained-viterbi",
         "graph": {"inputs": INPUT_NAMES, "output": OUTPUT_NAME, "opset": OPSET, "emissions": "word-level (B, W, L)"},
         "source_run": str(runs[0]) if len(runs) == 1 else [str(r) for r in runs],

@@ -1,4 +1,4 @@
-"""CRF head: an LSTM over word states, a linear emission layer, and pytorch-crf's CRF.
+"""CRF head: an LSTM over word states (or none), a linear emission layer, and pytorch-crf's CRF.
 
 The LSTM and the CRF both run over *words* (each word's first sub-word state), so that
 training and the NumPy decoder of the runtime see the same sequence. The backward
@@ -25,14 +25,18 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class CrfHead(nn.Module):
+    """``lstm_hidden`` 0: no LSTM, the emission layer reads the encoder's word states (BERT-CRF)."""
+
     def __init__(self, hidden: int, num_labels: int, dropout: float, lstm_hidden: int, bidirectional: bool):
         super().__init__()
+        if lstm_hidden < 0:
+            raise ValueError(f"expected an LSTM width of 0 (none) or above (e.g. 256), got {lstm_hidden}")
         self.bidirectional = bidirectional
         self.lstm_hidden = lstm_hidden
-        self.forward_lstm = nn.LSTM(hidden, lstm_hidden, batch_first=True)
-        self.backward_lstm = nn.LSTM(hidden, lstm_hidden, batch_first=True) if bidirectional else None
+        self.forward_lstm = nn.LSTM(hidden, lstm_hidden, batch_first=True) if lstm_hidden else None
+        self.backward_lstm = nn.LSTM(hidden, lstm_hidden, batch_first=True) if lstm_hidden and bidirectional else None
         self.dropout = nn.Dropout(dropout)
-        self.emission = nn.Linear(lstm_hidden * (2 if bidirectional else 1), num_labels)
+        self.emission = nn.Linear(lstm_hidden * (2 if bidirectional else 1) if lstm_hidden else hidden, num_labels)
         self.crf = CRF(num_labels, batch_first=True)
 
     def _run(self, lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
@@ -43,6 +47,8 @@ class CrfHead(nn.Module):
     def forward(self, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
         """``words`` (B, W, H) -> emissions (B, W, L)."""
         words = self.dropout(words)
+        if self.forward_lstm is None:
+            return self.emission(words)
         out = self._run(self.forward_lstm, words)
         if self.backward_lstm is not None:
             lengths = word_mask.sum(1).clamp(min=1)

@@ -98,6 +98,9 @@ class TrainSettings:
         _refuse_unless_finite_and_not_negative("--weight-decay", self.weight_decay, zero="none", example="0.01")
         _refuse_unless_finite_and_not_negative("--adversarial", self.adversarial, zero="off", example="1.0")
         _refuse_unless_finite_and_not_negative("--start-decay", self.start_decay, zero="off", example="5")
+        if self.lstm_hidden < 0:
+            raise ValueError(f"expected --lstm-hidden of 0 (no LSTM: the crf's emissions read the encoder) or above "
+                             f"(e.g. 256), got {self.lstm_hidden}")
         if self.reinit_top < 0:
             raise ValueError(f"expected --reinit-top of 0 (keep every pre-trained layer) or above (e.g. 1), got {self.reinit_top}")
         if self.reinit_top and self.init:
