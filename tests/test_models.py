@@ -455,7 +455,7 @@ def test_reinit_top_is_drawn_from_seed_so_runs_of_other_data_seeds_start_alike(t
         train(settings, tmp_path / name, model=make_tiny_model("crf"), tokenizer=tokenizer, splits=splits,
               progress=False, log=log.append)
         saved[name] = load_file(str(tmp_path / name / "best" / "model.safetensors"))
-    assert "the encoder's top 1 layers re-initialised" in "\n".join(log)
+    assert "the encoder's top 1 layers re-initialised" in "\n".join(log) and "no LSTM" not in "\n".join(log)
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["settings"]["reinit_top"] == 1
     top, low = "encoder.encoder.layer.1.attention.self.query.weight", "encoder.encoder.layer.0.attention.self.query.weight"
     assert torch.equal(saved["a"][top], saved["b"][top]) and not torch.equal(saved["a"][top], saved["plain"][top])
@@ -486,3 +486,14 @@ def test_train_refuses_a_bad_reinit_top_or_lstm_width_in_one_line(tmp_path, toke
     data = write_tiny_data(tmp_path / "data")
     code, out = run("--backbone", str(ckpt), "--data", str(data), "--epochs", "1", "--reinit-top", "3")
     assert code == 1 and "Error: expected --reinit-top from 0 to 2 (the encoder's transformer layers), got 3" in out
+
+
+def test_a_crf_without_lstm_trains_and_says_so(tmp_path, tokenizer):
+    splits = {"train": tiny_sentences() * 2, "valid": tiny_sentences(), "test": tiny_sentences()}
+    log: list[str] = []
+    train(TrainSettings(head="crf", epochs=1, batch_size=2, warmup=0.0, lstm_hidden=0), tmp_path / "run",
+          model=make_tiny_model("crf", lstm_hidden=0), tokenizer=tokenizer, splits=splits, progress=False, log=log.append)
+    assert ", no LSTM (emissions read the encoder)" in "\n".join(log)
+    assert json.loads((tmp_path / "run" / "best" / "tagger.json").read_text())["lstm_hidden"] == 0
+    loaded, _ = load_model(tmp_path / "run" / "best")
+    assert loaded.head.forward_lstm is None and loaded.head.backward_lstm is None

@@ -522,6 +522,7 @@ def train(
         + (f", encoder lr x{settings.layer_decay} per layer down" if settings.layer_decay < 1.0 else "")
         + (f", encoder dropout {settings.encoder_dropout}" if settings.encoder_dropout is not None else "")
         + (f", the encoder's top {settings.reinit_top} layers re-initialised" if settings.reinit_top else "")
+        + (", no LSTM (emissions read the encoder)" if model.config.head == "crf" and not model.config.lstm_hidden else "")
         + (", word-piece embeddings frozen" + (" (shape markers' rows train)" if windower.marker_ids else "")
            if settings.freeze_word_embeddings else "")
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else "")
