@@ -389,15 +389,21 @@ def _snapshot(module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 
 
+def _tiny_encoder_of_halves():
+    """The tiny crf model's encoder (2 layers, 32 wide, initializer_range 0.02), every weight 0.5: nothing the initialiser draws."""
+    encoder = make_tiny_model("crf").encoder
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.fill_(0.5)
+    return encoder
+
+
 def test_reinit_top_redraws_the_top_layers_alone_as_the_backbone_initialises_them():
     from transformers import DistilBertConfig, DistilBertModel
 
     from ner_batch.models.backbone import reinit_top_layers
 
-    bert = make_tiny_model("crf").encoder  # 2 layers, 32 wide, initializer_range 0.02
-    with torch.no_grad():
-        for p in bert.parameters():
-            p.fill_(0.5)  # nothing the initialiser draws
+    bert = _tiny_encoder_of_halves()
     before = _snapshot(bert)
     torch.manual_seed(7)
     assert reinit_top_layers(bert, 1) == 2
@@ -409,10 +415,7 @@ def test_reinit_top_redraws_the_top_layers_alone_as_the_backbone_initialises_the
     assert 0.015 < query.std().item() < 0.025 and abs(query.mean().item()) < 0.005
     assert torch.equal(after["encoder.layer.1.attention.self.query.bias"], torch.zeros(32))
     assert torch.equal(after["encoder.layer.1.output.LayerNorm.weight"], torch.ones(32))
-    again = make_tiny_model("crf").encoder
-    with torch.no_grad():
-        for p in again.parameters():
-            p.fill_(0.5)
+    again = _tiny_encoder_of_halves()
     torch.manual_seed(7)
     reinit_top_layers(again, 1)
     assert all(torch.equal(p, after[n]) for n, p in again.named_parameters())  # the seed fixes the draws

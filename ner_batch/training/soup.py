@@ -56,6 +56,10 @@ def _tagger_fields(best: Path) -> dict[str, Any]:
     return fields
 
 
+#: The settings that fix a run's initial weights (metrics.json key, its flag, its value in runs that predate it).
+_INITIAL_WEIGHT_SETTINGS = (("seed", "--seed", None), ("reinit_top", "--reinit-top", 0))
+
+
 def check_ingredients(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Each run's metrics, after checking that the runs can be averaged: at least two,
     finished, the same model definition (head, labels, backbone, sizes, markers) and the
@@ -72,16 +76,12 @@ def check_ingredients(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
             if first_fields.get(key) != fields.get(key):
                 what = "its encoder config" if key == "encoder_config" else f"{first_fields.get(key)!r} vs {fields.get(key)!r}"
                 raise RunError(f"expected runs of one model definition, but {run} differs from {first} in {key} ({what})")
-        if m["settings"].get("seed") != metrics[0]["settings"].get("seed"):
-            raise RunError(
-                f"expected runs from the same initial weights (one --seed, other --data-seed), got --seed "
-                f"{metrics[0]['settings'].get('seed')} in {first} and {m['settings'].get('seed')} in {run}: "
-                "runs initialised apart do not average into a working model")
-        if m["settings"].get("reinit_top", 0) != metrics[0]["settings"].get("reinit_top", 0):
-            raise RunError(
-                f"expected runs from the same initial weights (one --reinit-top, other --data-seed), got --reinit-top "
-                f"{metrics[0]['settings'].get('reinit_top', 0)} in {first} and {m['settings'].get('reinit_top', 0)} in "
-                f"{run}: their top encoder layers start apart and do not average into a working model")
+        for key, flag, default in _INITIAL_WEIGHT_SETTINGS:
+            want, got = metrics[0]["settings"].get(key, default), m["settings"].get(key, default)
+            if got != want:
+                raise RunError(
+                    f"expected runs from the same initial weights (one {flag}, other --data-seed), got {flag} {want} "
+                    f"in {first} and {got} in {run}: runs initialised apart do not average into a working model")
     return metrics
 
 

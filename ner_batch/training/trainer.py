@@ -98,11 +98,9 @@ class TrainSettings:
         _refuse_unless_finite_and_not_negative("--weight-decay", self.weight_decay, zero="none", example="0.01")
         _refuse_unless_finite_and_not_negative("--adversarial", self.adversarial, zero="off", example="1.0")
         _refuse_unless_finite_and_not_negative("--start-decay", self.start_decay, zero="off", example="5")
-        if self.lstm_hidden < 0:
-            raise ValueError(f"expected --lstm-hidden of 0 (no LSTM: the crf's emissions read the encoder) or above "
-                             f"(e.g. 256), got {self.lstm_hidden}")
-        if self.reinit_top < 0:
-            raise ValueError(f"expected --reinit-top of 0 (keep every pre-trained layer) or above (e.g. 1), got {self.reinit_top}")
+        _refuse_unless_finite_and_not_negative("--lstm-hidden", self.lstm_hidden, zero="no LSTM: the crf's emissions read "
+                                               "the encoder", example="256")
+        _refuse_unless_finite_and_not_negative("--reinit-top", self.reinit_top, zero="keep every pre-trained layer", example="1")
         if self.reinit_top and self.init:
             raise ValueError("expected --reinit-top or --init, not both: --init's model has already trained its top layers")
         if self.adversarial and self.freeze_word_embeddings:
@@ -469,16 +467,13 @@ def train(
             raise ValueError(f"expected the data's labels among the model's {len(model.config.labels)}, found {extra} too")
     if settings.layer_decay < 1.0:  # refused before anything is written
         encoder_depths(list(encoder_names(model).values()))
-    if settings.encoder_dropout is not None:  # also refused before anything is written
-        try:
-            set_encoder_dropout(model.encoder, settings.encoder_dropout)
-        except ValueError as exc:
-            raise BackboneSettingError(str(exc)) from None  # WordTagger.save records the rates in tagger.json
-    if settings.reinit_top:  # drawn from --seed: runs that differ in --data-seed alone still start alike
-        try:
+    try:  # also refused before anything is written
+        if settings.encoder_dropout is not None:
+            set_encoder_dropout(model.encoder, settings.encoder_dropout)  # WordTagger.save records the rates in tagger.json
+        if settings.reinit_top:  # drawn from --seed: runs that differ in --data-seed alone still start alike
             reinit_top_layers(model.encoder, settings.reinit_top)
-        except ValueError as exc:
-            raise BackboneSettingError(str(exc)) from None
+    except ValueError as exc:
+        raise BackboneSettingError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     logfile = (out / "train.log").open("w")
     logfile.write("".join(line + "\n" for line in pending))
