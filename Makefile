@@ -27,7 +27,8 @@ CRF_ARGS ?= --epochs 12 --lr 2e-4 --head-lr 2e-3 --batch-size 16 --patience 4 --
 #   -> runs/<head> (what make export takes)
 # Chosen on valid-unseen F1 with no loss on whole valid. Two trainings at a time on 2 cores:
 #   make -j2 train TRAIN_THREADS=1
-# A finished training is not run again (runs/<head>-d<N>/.done). One seed: no soup, calibration only.
+# A finished training is not run again (runs/<head>-d<N>/.done); a stopped one (killed, out of time)
+# goes on after its last finished epoch (--resume). One seed: no soup, calibration only.
 SOFTMAX_SEEDS ?= 13 14 15 16
 CRF_SEEDS ?= 13 14 15 16
 # The crf soup also takes four runs that train with names swapped across name types (crf-ns03-d<N>:
@@ -58,15 +59,15 @@ test-all: install
 train: train-softmax train-crf
 
 runs/softmax-d%/.done: | $(STAMP)
-	$(VENV)/bin/ner-batch train --head softmax --data $(DATA) --out runs/softmax-d$* $(SOFTMAX_ARGS) --seed 13 --data-seed $* --threads $(TRAIN_THREADS)
+	$(VENV)/bin/ner-batch train --head softmax --data $(DATA) --out runs/softmax-d$* $(SOFTMAX_ARGS) --seed 13 --data-seed $* --threads $(TRAIN_THREADS) --resume
 	touch $@
 
 runs/crf-d%/.done: | $(STAMP)
-	$(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/crf-d$* $(CRF_ARGS) --seed 13 --data-seed $* --threads $(TRAIN_THREADS)
+	$(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/crf-d$* $(CRF_ARGS) --seed 13 --data-seed $* --threads $(TRAIN_THREADS) --resume
 	touch $@
 
 runs/crf-ns03-d%/.done: | $(STAMP)
-	$(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/crf-ns03-d$* $(CRF_ARGS) --name-swap 0.03 --seed 13 --data-seed $* --threads $(TRAIN_THREADS)
+	$(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/crf-ns03-d$* $(CRF_ARGS) --name-swap 0.03 --seed 13 --data-seed $* --threads $(TRAIN_THREADS) --resume
 	touch $@
 
 # $(1): head, $(2): run names. Writes runs/$(1)-soup (2 runs or more), then runs/$(1) whole or not at all.
@@ -113,7 +114,7 @@ ensemble_name = $(1)-x$(words $(call ensemble_runs,$(1)))
 
 # crf-do<PP>-d<N> (a static pattern, so runs/crf-d% never takes these)
 $(patsubst %,runs/%/.done,$(filter crf-do%,$(CRF_ENSEMBLE_RUNS))): runs/crf-do%/.done: | $(STAMP)
-	$(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/crf-do$* $(CRF_ARGS) --dropout 0.$(word 1,$(subst -d, ,$*)) --seed 13 --data-seed $(word 2,$(subst -d, ,$*)) --threads $(TRAIN_THREADS)
+	$(VENV)/bin/ner-batch train --head crf --data $(DATA) --out runs/crf-do$* $(CRF_ARGS) --dropout 0.$(word 1,$(subst -d, ,$*)) --seed 13 --data-seed $(word 2,$(subst -d, ,$*)) --threads $(TRAIN_THREADS) --resume
 	touch $@
 
 export-ensemble: $(foreach m,$(ENSEMBLE_HEADS),export/$(call ensemble_name,$(m))/manifest.json)

@@ -139,14 +139,19 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--distill-temperature", type=float, default=2.0, show_default=True,
               help="Temperature softening teacher and student distributions in the distillation term.")
 @click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
-def train(out_dir, data, threads, bidirectional, **kw) -> None:
+@click.option("--resume", is_flag=True, default=False,
+              help="Go on with a run stopped in OUT (killed, out of time) after its last finished epoch, with the "
+                   "command it started with; it ends as if never stopped. No checkpoint in OUT: start afresh.")
+def train(out_dir, data, threads, bidirectional, resume, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid score (--select) in OUT/best.
 
     Writes OUT/metrics.json (per epoch, and the best epoch's valid and test scores,
-    whole and unseen) and OUT/curves.png (losses and valid F1 per epoch).
+    whole and unseen) and OUT/curves.png (losses and valid F1 per epoch). While it trains,
+    OUT/checkpoint.pt holds the state after the last finished epoch, for --resume.
     """
     import torch
 
+    from .training.checkpoint import CheckpointError
     from .training.distill import TeacherError
     from .training.runs import RunError
     from .training.trainer import InitError, BackboneSettingError, TrainSettings, train as run_train
@@ -158,9 +163,10 @@ def train(out_dir, data, threads, bidirectional, **kw) -> None:
     except ValueError as exc:  # rewrite shares that do not add up, an average decay out of range
         raise click.UsageError(str(exc)) from None
     try:
-        metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True))
-    except (InitError, BackboneSettingError, TeacherError, RunError, FileNotFoundError) as exc:  # no DNRTI at --data, an
-        raise click.ClickException(str(exc)) from None  # --init or --teacher that cannot be used, --layer-decay or --encoder-dropout the encoder cannot honour
+        metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True), resume=resume)
+    except (InitError, BackboneSettingError, TeacherError, RunError, CheckpointError, FileNotFoundError) as exc:  # no
+        raise click.ClickException(str(exc)) from None  # DNRTI at --data, an --init or --teacher that cannot be used,
+        # --layer-decay or --encoder-dropout the encoder cannot honour, a checkpoint that cannot resume this run
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))
 
 

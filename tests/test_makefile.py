@@ -55,6 +55,9 @@ def test_the_default_crf_runs_keep_the_heads_default_dropout_and_finished_runs_a
     for name in ("crf-d14", "crf-ns03-d16", "crf-do30-d15"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / ".done").touch()
+    # a stopped training goes on where it stopped when make runs again
+    assert all(c.endswith(" --resume") for c in trains + _dry_run(tmp_path, "train-softmax")
+               + _dry_run(tmp_path, "export-ensemble")), trains
     left = [_option(c, "--out") for c in _dry_run(tmp_path, "train-crf")]
     assert left == [r for r in plain + swapped if r not in ("runs/crf-d14", "runs/crf-ns03-d16")]
     assert "runs/crf-do30-d15" not in {_option(c, "--out") for c in _dry_run(tmp_path, "export-ensemble", "ENSEMBLE_HEADS=crf")}

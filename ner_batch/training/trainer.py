@@ -8,6 +8,8 @@ A run directory holds::
       metrics.json     settings, one entry per epoch, the best epoch, and its test scores
       curves.png       train / valid loss and valid F1 per epoch
       train.log        the reader's repair report and the epoch lines
+      checkpoint.pt    while the run trains: its state after the last finished epoch (checkpoint.py;
+                       `train --resume` goes on from it), removed when the run ends
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .adversarial import EmbeddingAttack
 from .anchor import ANCHOR_KEY, StartAnchor
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
+from .checkpoint import CHECKPOINT, CheckpointError, Progress, load_checkpoint, restore, save_checkpoint
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
 from .runs import SELECT_SCORES, model_dir
 
@@ -416,29 +419,35 @@ def train(
     splits: dict[str, list[Sentence]] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train, keep the best epoch on the --select valid score in ``out_dir/best``, and score it on test.
 
     ``model``/``tokenizer``/``splits`` override the backbone and the DNRTI files (tests
-    pass a tiny random model and a few sentences). Returns the content of metrics.json.
+    pass a tiny random model and a few sentences). With ``resume``, a run stopped in
+    ``out_dir`` goes on after its last finished epoch (checkpoint.py; none there: it starts
+    afresh). Returns the content of metrics.json.
     """
     from tqdm.auto import tqdm
 
     directory = data_dir(data) if splits is None else None  # both checked before anything is written
     teacher_dirs(settings.teachers)
+    out = Path(out_dir)
+    saved = resumable(out, settings) if resume else None
     if model is None and settings.init:
         model, tokenizer = load_init(settings)
-    out = Path(out_dir)
     logfile = None
-    pending: list[str] = []  # the log's lines until the model has passed its checks and out_dir is made
+    lines: list[str] = []  # the log's lines (a checkpoint keeps them); in memory until out_dir is made
+    echo_only = saved is not None  # a resumed run's setup lines are in its log already
 
     def say(msg: str) -> None:
         log(msg)
-        if logfile is None:
-            pending.append(msg)
+        if echo_only:
             return
-        logfile.write(msg + "\n")
-        logfile.flush()
+        lines.append(msg)
+        if logfile is not None:
+            logfile.write(msg + "\n")
+            logfile.flush()
 
     set_seed(settings.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -475,8 +484,13 @@ def train(
     except ValueError as exc:
         raise BackboneSettingError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
+    if saved is None and (out / CHECKPOINT).exists():  # another run's state must not resume this one
+        say(f"{out / CHECKPOINT}, a stopped run's state, is removed: this run starts afresh (--resume continues a stopped run)")
+        (out / CHECKPOINT).unlink()
+    if saved is not None:
+        lines = list(saved["progress"]["log_lines"])
     logfile = (out / "train.log").open("w")
-    logfile.write("".join(line + "\n" for line in pending))
+    logfile.write("".join(line + "\n" for line in lines))
     label2id = {lab: i for i, lab in enumerate(model.config.labels)}
     windower = model.config.windower(tokenizer)
     if settings.freeze_word_embeddings:
@@ -510,6 +524,7 @@ def train(
     average = WeightAverage(model, settings.average) if settings.average else None
     attack = EmbeddingAttack(model.encoder.get_input_embeddings().weight, settings.adversarial) if settings.adversarial else None
     anchor = StartAnchor(opt) if settings.start_decay else None
+    done = Progress() if saved is None else restore(saved, model, opt, sched, average, anchor)
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
         f"name mask {settings.name_mask}{f', name swap {settings.name_swap}' if settings.name_swap else ''}"
@@ -524,11 +539,17 @@ def train(
         + (f", each batch again with its word-piece embeddings perturbed adversarially (step {settings.adversarial})"
            if attack else "")
         + (f", encoder weight matrices decaying toward their start (rate {settings.start_decay})" if anchor else ""))
+    if saved is not None:
+        echo_only = False
+        done.resumed.append(done.epoch)
+        say(f"resumed after epoch {done.epoch} of {settings.epochs} from {out / CHECKPOINT} (best so far: epoch "
+            f"{done.best_epoch}); the lines above are the stopped process's")
 
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch, stale, select_key = -1.0, 0, 0, SELECT_SCORES[settings.select]
-    started = time.time()
-    for epoch in range(1, settings.epochs + 1):
+    history, select_key = done.history, SELECT_SCORES[settings.select]
+    best_score, best_epoch, stale = done.best_score, done.best_epoch, done.stale
+    started = time.time() - done.seconds  # training time over every process that trained this run
+    stopped = bool(settings.patience and stale >= settings.patience)  # the checkpoint of the epoch that stopped it
+    for epoch in range(done.epoch + 1, settings.epochs + 1 if not stopped else done.epoch + 1):
         model.train()
         t0 = time.time()
         total, seen = 0.0, 0
@@ -585,11 +606,15 @@ def train(
             f"{'  (best)' if improved else ''}  [{entry['seconds']:.0f}s]"
             + (f"  | trained weights: valid F1 {raw['valid_f1']*100:.2f}  unseen {raw['valid_unseen_f1']*100:.2f}  "
                f"new-name recall {raw['valid_new_name_recall']*100:.2f}" if raw else ""))
-        _write_metrics(out, settings, history, best_epoch, None, time.time() - started)
+        _write_metrics(out, settings, history, best_epoch, None, time.time() - started, done.resumed)
         plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}"
                     + (f", scores of the averaged weights (decay {settings.average})" if average else ""))
-        if settings.patience and stale >= settings.patience:
+        stopped = bool(settings.patience and stale >= settings.patience)
+        if stopped:
             say(f"no better {settings.select} score for {stale} epochs: stopping")
+        done = Progress(epoch, history, best_score, best_epoch, stale, time.time() - started, lines, done.resumed)
+        save_checkpoint(out, dataclasses.asdict(settings), done, model, opt, sched, average, anchor)
+        if stopped:
             break
 
     from ..models.tagger import load_model
@@ -601,9 +626,26 @@ def train(
         say(f"best epoch {best_epoch}: valid F1 {final['valid']['f1']*100:.2f}  test F1 {final['test']['f1']*100:.2f}  "
             f"test unseen F1 {final['test']['unseen']['f1']*100:.2f}  "
             f"test new-name recall {final['test']['new_names']['new']['recall']*100:.2f}")
-    metrics = _write_metrics(out, settings, history, best_epoch, final, time.time() - started)
+    metrics = _write_metrics(out, settings, history, best_epoch, final, time.time() - started, done.resumed)
     logfile.close()
+    (out / CHECKPOINT).unlink(missing_ok=True)  # the run is whole: nothing left to resume
     return metrics
+
+
+def resumable(out: Path, settings: TrainSettings) -> dict[str, Any] | None:
+    """The checkpoint that ``train --resume`` goes on from, or None (start afresh); a finished
+    run or a checkpoint of other settings is refused (CheckpointError), before anything is written."""
+    saved = load_checkpoint(out, dataclasses.asdict(settings))
+    if saved is None and (out / "metrics.json").is_file():
+        try:
+            finished = json.loads((out / "metrics.json").read_text())
+        except (OSError, ValueError):
+            finished = {}
+        if isinstance(finished, dict) and "valid" in finished:
+            raise CheckpointError(f"expected a stopped run in {out} to resume, found a finished one (best epoch "
+                                  f"{finished.get('best_epoch')}, scored on valid): train into another --out, or "
+                                  f"delete {out} to train it again")
+    return saved
 
 
 def _valid_entry(valid: dict[str, Any]) -> dict[str, float]:
@@ -617,7 +659,8 @@ def _valid_entry(valid: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _write_metrics(out: Path, settings: TrainSettings, history, best_epoch: int, final, seconds: float) -> dict[str, Any]:
+def _write_metrics(out: Path, settings: TrainSettings, history, best_epoch: int, final, seconds: float,
+                   resumed: Sequence[int] = ()) -> dict[str, Any]:
     metrics = {
         "settings": dataclasses.asdict(settings),
         "epochs": history,
@@ -625,6 +668,8 @@ def _write_metrics(out: Path, settings: TrainSettings, history, best_epoch: int,
         "wall_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(),
     }
+    if resumed:  # the epochs after which a stopped run went on in another process
+        metrics["resumed_after_epochs"] = list(resumed)
     if final:
         metrics.update(final)
     return write_metrics(out, metrics)
