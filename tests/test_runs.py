@@ -53,6 +53,8 @@ def test_a_run_still_going_shows_its_best_so_far_and_no_test(tmp_path):
     row = run_row(run / "metrics.json")  # a metrics file itself works too
     assert not row["finished"] and row["test_f1"] is None and "trained_weights" not in row
     assert "| softmax | 1 of 12 (1), unfinished | 55.00 | 50.00 | 40.00 | – | – | – | 9 |" in format_runs([row])
+    (run / "checkpoint.pt").write_bytes(b"")  # a stopped run with its state kept: --resume goes on
+    assert "| softmax | 1 of 12 (1), unfinished (train --resume goes on) | 55.00 |" in format_runs([run_row(run)])
 
 
 @pytest.mark.parametrize("content,message", [

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from .anchor import ANCHOR_KEY
-
-CHECKPOINT = "checkpoint.pt"
+from .runs import CHECKPOINT_FILE as CHECKPOINT
 VERSION = 1
 
 

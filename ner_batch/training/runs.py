@@ -3,7 +3,8 @@
 What a row shows is what settings are chosen on (valid F1, valid-unseen F1, valid new-name
 recall at the best epoch) beside what is only reported (test, test-unseen), the wall time,
 and, for a run with ``--average``, the best epoch of the weights the optimizer stepped, so
-that one averaged run answers "averaged or not" too. A run still going, or stopped before its end, shows its best so far, marked unfinished.
+that one averaged run answers "averaged or not" too. A run still going, or stopped before its end, shows its best so far,
+marked unfinished (and "--resume goes on" when it has a checkpoint to go on from).
 Reads JSON only: no torch.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = "checkpoint.pt"  # a training run's state after its last finished epoch, while it trains (checkpoint.py)
 # --select: the valid score that picks a run's best epoch (and that --patience waits for), by
 # the key of an epoch entry in metrics.json. Here, torch-free, for the CLI and the trainer.
 SELECT_SCORES = {"valid": "valid_f1", "valid-unseen": "valid_unseen_f1", "new-name-recall": "valid_new_name_recall"}
@@ -71,6 +73,7 @@ def run_row(run: str | Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run": str(run), "head": s.get("head"), "epochs": s.get("epochs"), "epochs_run": len(epochs),
         "finished": "valid" in m, "average": s.get("average") or 0.0,
+        "resumable": "valid" not in m and Path(run).is_dir() and (Path(run) / CHECKPOINT_FILE).is_file(),
         "wall_minutes": round(m.get("wall_seconds", 0.0) / 60, 1),
     }
     row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest --select score, first of equals
@@ -120,6 +123,8 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
             done = f"{r['epochs']} ({cell(r['best_epoch'])})"
         else:
             done = f"{r['epochs_run']} of {r['epochs']} ({cell(r['best_epoch'])}), unfinished"
+            if r.get("resumable"):
+                done += " (train --resume goes on)"
         if r.get("calibrate") is not None:
             done += f", O {r['calibrate']:+.2f}"
             if r.get("calibrate_types"):
