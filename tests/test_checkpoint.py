@@ -85,6 +85,20 @@ def test_a_resumed_run_ends_as_the_unstopped_run(tmp_path, kind, kill_at):
     assert not (tmp_path / "stopped" / CHECKPOINT).exists() and not (tmp_path / "whole" / CHECKPOINT).exists()
 
 
+def test_a_run_stopped_by_patience_and_then_killed_resumes_to_its_final_scores_only(tmp_path):
+    """At learning rate 0 no epoch beats the first: --patience 1 stops after epoch 2, whose checkpoint a
+    resumed run goes on from straight to the best epoch's test scores, training no further epoch."""
+    settings = TrainSettings(**{**SETTINGS["crf"], "lr": 0.0, "head_lr": 0.0, "epochs": 4, "patience": 1})
+    whole, _ = _run(tmp_path / "whole", settings)
+    assert [e["epoch"] for e in whole["epochs"]] == [1, 2] and whole["best_epoch"] == 1
+    with pytest.raises(Killed):
+        _run(tmp_path / "stopped", settings, kill_at="best epoch")
+    resumed, said = _run(tmp_path / "stopped", settings, resume=True)
+    assert resumed["resumed_after_epochs"] == [2] and not any(line.startswith("epoch ") for line in said)
+    assert _without_time(resumed) == _without_time(whole)
+    assert _log_lines(tmp_path / "stopped") == _log_lines(tmp_path / "whole")
+
+
 def test_resume_without_a_checkpoint_starts_afresh_and_a_fresh_start_drops_a_stale_one(tmp_path):
     settings = TrainSettings(**SETTINGS["crf"])
     whole, _ = _run(tmp_path / "whole", settings)

@@ -41,7 +41,7 @@ from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
 from .checkpoint import CHECKPOINT, CheckpointError, Progress, load_checkpoint, restore, save_checkpoint
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
-from .runs import SELECT_SCORES, model_dir
+from .runs import METRICS_FILE, SELECT_SCORES, model_dir
 
 
 def _refuse_unless_finite_and_not_negative(flag: str, value: float, *, zero: str, example: str) -> None:
@@ -636,9 +636,9 @@ def resumable(out: Path, settings: TrainSettings) -> dict[str, Any] | None:
     """The checkpoint that ``train --resume`` goes on from, or None (start afresh); a finished
     run or a checkpoint of other settings is refused (CheckpointError), before anything is written."""
     saved = load_checkpoint(out, dataclasses.asdict(settings))
-    if saved is None and (out / "metrics.json").is_file():
+    if saved is None and (out / METRICS_FILE).is_file():
         try:
-            finished = json.loads((out / "metrics.json").read_text())
+            finished = json.loads((out / METRICS_FILE).read_text())
         except (OSError, ValueError):
             finished = {}
         if isinstance(finished, dict) and "valid" in finished:
