@@ -26,6 +26,7 @@ import torch
 
 from .anchor import ANCHOR_KEY
 from .runs import CHECKPOINT_FILE as CHECKPOINT
+
 VERSION = 1
 
 
