@@ -70,10 +70,11 @@ def run_row(run: str | Path) -> dict[str, Any]:
     def pct(x: float | None) -> float | None:
         return None if x is None else round(100 * x, 2)
 
+    finished = "valid" in m
     row: dict[str, Any] = {
         "run": str(run), "head": s.get("head"), "epochs": s.get("epochs"), "epochs_run": len(epochs),
-        "finished": "valid" in m, "average": s.get("average") or 0.0,
-        "resumable": "valid" not in m and Path(run).is_dir() and (Path(run) / CHECKPOINT_FILE).is_file(),
+        "finished": finished, "average": s.get("average") or 0.0,
+        "resumable": not finished and Path(run).is_dir() and (Path(run) / CHECKPOINT_FILE).is_file(),
         "wall_minutes": round(m.get("wall_seconds", 0.0) / 60, 1),
     }
     row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest --select score, first of equals

@@ -41,7 +41,7 @@ from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
 from .checkpoint import CHECKPOINT, CheckpointError, Progress, load_checkpoint, restore, save_checkpoint
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
-from .runs import METRICS_FILE, SELECT_SCORES, model_dir
+from .runs import METRICS_FILE, SELECT_SCORES, RunError, model_dir, read_metrics
 
 
 def _refuse_unless_finite_and_not_negative(flag: str, value: float, *, zero: str, example: str) -> None:
@@ -638,10 +638,10 @@ def resumable(out: Path, settings: TrainSettings) -> dict[str, Any] | None:
     saved = load_checkpoint(out, dataclasses.asdict(settings))
     if saved is None and (out / METRICS_FILE).is_file():
         try:
-            finished = json.loads((out / METRICS_FILE).read_text())
-        except (OSError, ValueError):
+            finished = read_metrics(out)
+        except (RunError, OSError):  # not a readable run's metrics: nothing finished to protect
             finished = {}
-        if isinstance(finished, dict) and "valid" in finished:
+        if "valid" in finished:
             raise CheckpointError(f"expected a stopped run in {out} to resume, found a finished one (best epoch "
                                   f"{finished.get('best_epoch')}, scored on valid): train into another --out, or "
                                   f"delete {out} to train it again")
