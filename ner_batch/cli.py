@@ -203,7 +203,9 @@ def soup(run_dirs, out_dir, data, recipe, select, threads) -> None:
 
     The runs must share their initial weights: the same model settings and --seed, other
     --data-seed (e.g. `ner-batch train ... --seed 13 --data-seed 14`). Writes OUT/best and
-    OUT/metrics.json (each run alone, which went in, the soup's valid and test scores).
+    OUT/metrics.json (each run alone, which went in, the soup's valid and test scores, and its
+    spread: how far the runs lie from their mean weights, per encoder layer and head; a part far
+    more spread than the others is where the mean keeps less of what the runs learnt).
     Chosen on valid only; test is scored once, on the result.
     """
     from .training.soup import make_soup

@@ -14,7 +14,7 @@ from ner_batch.cli import main
 from ner_batch.models.tagger import load_model
 from ner_batch.training import trainer as trainer_module
 from ner_batch.training.runs import RunError, format_runs, run_row
-from ner_batch.training.soup import average_states, check_ingredients, make_soup
+from ner_batch.training.soup import average_states, check_ingredients, make_soup, model_part, spread
 from ner_batch.training.trainer import TrainSettings, train
 
 _splits = tiny_splits
@@ -77,6 +77,28 @@ def test_average_states_means_floats_and_keeps_equal_integers():
         average_states([a, {"w": b["w"]}])
 
 
+def test_model_part_names_the_layer_a_weight_belongs_to():
+    assert model_part("encoder.embeddings.word_embeddings.weight") == "embeddings"
+    assert model_part("encoder.encoder.layer.11.attention.self.query.weight") == "layer 11"  # BERT
+    assert model_part("encoder.transformer.layer.3.ffn.lin1.weight") == "layer 3"  # DistilBERT
+    assert model_part("encoder.pooler.dense.weight") == "encoder"
+    assert model_part("head.emission.weight") == "head"
+    assert model_part("head.forward_lstm.weight_ih_l0") == "head"
+
+
+def test_spread_is_the_runs_distance_from_their_mean_relative_to_their_size():
+    same = {"encoder.encoder.layer.0.w": torch.tensor([3.0, 4.0]), "head.b": torch.tensor([1.0]),
+            "encoder.embeddings.position_ids": torch.tensor([0, 1])}
+    assert spread([same, same]) == {"layer 0": 0.0, "head": 0.0}  # integer buffers are no part of it
+    a = {"encoder.encoder.layer.0.w": torch.tensor([1.0, 0.0]), "head.b": torch.tensor([2.0])}
+    b = {"encoder.encoder.layer.0.w": torch.tensor([0.0, 1.0]), "head.b": torch.tensor([-2.0])}
+    parts = spread([a, b])
+    # two runs at relative distance d (||a - b|| over the rms of their norms) spread d / 2
+    assert parts["layer 0"] == pytest.approx(2 ** 0.5 / 1.0 / 2) and parts["head"] == pytest.approx(4.0 / 2.0 / 2)
+    zeros = {"encoder.encoder.layer.0.w": torch.zeros(2), "head.b": torch.zeros(1)}
+    assert spread([zeros, zeros]) == {"layer 0": 0.0, "head": 0.0}
+
+
 _tiny_runs = train_tiny_runs
 
 
@@ -90,6 +112,10 @@ def test_a_uniform_soup_is_the_mean_of_the_runs_and_tags_like_a_run(tmp_path, to
     assert result["settings"]["soup"] == {"recipe": "uniform", "select": "valid", "runs": [str(r) for r in runs]}
     assert all(i["in_soup"] for i in result["ingredients"])
     assert {"valid", "test"} <= set(result) and 0.0 <= result["test"]["unseen"]["f1"] <= 1.0
+    # how far apart the ingredients are, per part of the model (the tiny encoder has 2 layers)
+    assert list(result["spread"]) == ["embeddings", "layer 0", "layer 1", "head"]
+    expected = spread([w1, w2])
+    assert all(result["spread"][p] == pytest.approx(expected[p], abs=1e-5) and expected[p] > 0 for p in expected)
     row = run_row(tmp_path / "soup")
     assert row["soup"] == 2 and row["finished"] and row["valid_f1"] == round(100 * result["valid"]["f1"], 2)
     assert "soup of 2 runs of 2" in format_runs([row])

@@ -17,12 +17,16 @@ Three recipes:
   with that shift folded in. Averaging costs a soup whole valid F1 that calibration gives back,
   so a greedy soup scored before calibration rarely grows past its first run.
 
-Only valid is used to choose; test is scored once, on the final soup, and reported.
+Only valid is used to choose; test is scored once, on the final soup, and reported. The soup's
+``spread`` (per part of the model, how far its runs lie from their mean weights) is logged and kept
+in its metrics: it shows where runs ended apart, which is where averaging loses what they learnt.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -105,6 +109,45 @@ def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, to
                 raise ValueError(f"expected the non-float tensor {k} to be equal in every model, it differs")
             out[k] = values[0].clone()
     return out
+
+
+_LAYER = re.compile(r"\.layer\.(\d+)\.")  # BERT's encoder.layer.N, DistilBERT's transformer.layer.N
+
+
+def model_part(key: str) -> str:
+    """The part of a WordTagger a state-dict key belongs to: "embeddings", "layer N" (the
+    encoder's Nth transformer layer), "encoder" (the rest of the backbone) or "head"."""
+    if not key.startswith("encoder."):
+        return "head"
+    layer = _LAYER.search(key)
+    if layer:
+        return f"layer {layer.group(1)}"
+    return "embeddings" if ".embeddings." in key else "encoder"
+
+
+def spread(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, float]:
+    """How far the runs' weights lie from their mean, per model part (``model_part``), relative to
+    their size: sqrt(sum_i ||w_i - mean||^2 / sum_i ||w_i||^2) over the part's floating-point tensors.
+
+    0 for identical runs; two runs at relative distance d from each other (||a - b|| / rms of
+    ||a||, ||b||) have a spread of d / 2. Runs that share a basin sit close together; a part whose
+    spread stands out (a layer drawn afresh, a head trained from scratch) is where a soup averages
+    runs that did not end alike. Returned in the order the parts first appear in the state."""
+    apart: dict[str, float] = {}
+    size: dict[str, float] = {}
+    for key, first in states[0].items():
+        if not first.is_floating_point():
+            continue
+        values = torch.stack([s[key].double() for s in states])  # shape: (runs, *first.shape)
+        part = model_part(key)
+        apart[part] = apart.get(part, 0.0) + float(((values - values.mean(0)) ** 2).sum())
+        size[part] = size.get(part, 0.0) + float((values ** 2).sum())
+    return {part: math.sqrt(apart[part] / size[part]) if size[part] else 0.0 for part in apart}
+
+
+def format_spread(parts: Mapping[str, float]) -> str:
+    return "spread of the runs around their mean weights (relative, per part): " + ", ".join(
+        f"{part} {value:.3f}" for part, value in parts.items())
 
 
 def make_soup(
@@ -195,6 +238,8 @@ def make_soup(
             valid = scored(members)
     for i, ing in enumerate(ingredients):
         ing["in_soup"] = i in members
+    parts = spread([states[i] for i in members])
+    log(format_spread(parts))
     load(members)
     if shift:
         soup.shift_label(LABEL, shift)
@@ -211,6 +256,7 @@ def make_soup(
         "epochs": [],
         "best_epoch": None,
         "ingredients": ingredients,
+        "spread": {part: round(value, 5) for part, value in parts.items()},
         # every run's training was spent on this model, the ones left out too
         "wall_seconds": round(time.time() - started + sum(m.get("wall_seconds", 0.0) for m in metrics), 1),
         **final,
