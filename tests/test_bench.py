@@ -235,3 +235,43 @@ def test_bench_text_against_a_bundle_pairs_the_same_sentences(tmp_path, tiny_bun
     res = subprocess.run(cmd + ["--bundles", "crf", "--against", "nothing"], capture_output=True, text=True, timeout=600)
     assert res.returncode != 0 and res.stderr.strip().splitlines()[-1] == (
         f"--against nothing: expected a bundle at {export / 'nothing'} (a directory with manifest.json), found none")
+
+
+def test_bench_soup_parts_averages_one_part_and_keeps_the_other():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch
+    from soup_parts import mixed_state
+
+    average = {"encoder.encoder.layer.0.w": torch.tensor([1.0]), "encoder.embeddings.e": torch.tensor([2.0]),
+               "head.emission.weight": torch.tensor([3.0])}
+    own = {k: v + 10 for k, v in average.items()}
+    assert mixed_state(average, own, "encoder") == {"encoder.encoder.layer.0.w": average["encoder.encoder.layer.0.w"],
+                                                    "encoder.embeddings.e": average["encoder.embeddings.e"],
+                                                    "head.emission.weight": own["head.emission.weight"]}
+    assert mixed_state(average, own, "head") == {"encoder.encoder.layer.0.w": own["encoder.encoder.layer.0.w"],
+                                                 "encoder.embeddings.e": own["encoder.embeddings.e"],
+                                                 "head.emission.weight": average["head.emission.weight"]}
+    with pytest.raises(ValueError, match="expected the averaged part to be 'encoder' or 'head', got 'lstm'"):
+        mixed_state(average, own, "lstm")
+
+
+def test_bench_soup_parts_scores_each_mixture_on_valid(tmp_path, tokenizer, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from conftest import tiny_splits, train_tiny_runs
+    from soup_parts import main, measure, table
+
+    runs = train_tiny_runs(tmp_path, tokenizer, data_seeds=(1, 2), head="crf")
+    result = measure(runs, tiny_splits(), own=[1], progress=lambda _: None)
+    assert [r["model"] for r in result["rows"]] == [
+        "soup of 2 (every part averaged)", f"{runs[1]} alone", f"encoder averaged, head of {runs[1]}",
+        f"head averaged, encoder of {runs[1]}"]
+    # the run alone, scored here, is the run's own valid score (same sentences, same code)
+    alone = json.loads((runs[1] / "metrics.json").read_text())["valid"]
+    assert result["rows"][1]["valid_f1"] == round(100 * alone["f1"], 2)
+    assert all(r["calibrated_valid_f1"] >= r["valid_f1"] for r in result["rows"])  # shift 0 is in the grid
+    assert list(result["spread"]) == ["embeddings", "layer 0", "layer 1", "head"]
+    assert f"| encoder averaged, head of {runs[1]} |" in table(result)
+    with pytest.raises(ValueError, match=r"expected --own between 0 and 1 \(an index into the runs\), got 2"):
+        measure(runs, tiny_splits(), own=[2])
+    assert main([str(runs[0]), "--name", "x", "--out-dir", str(tmp_path / "r")]) == 2  # one run cannot be souped
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: expected at least 2 runs to average, got 1"
