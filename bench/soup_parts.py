@@ -29,10 +29,9 @@ sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
 
 from ner_batch.data.dnrti import load_split  # noqa: E402
-from ner_batch.models.tagger import load_model  # noqa: E402
 from ner_batch.training.calibrate import DEFAULT_GRID, choose_shift, sweep_shifts  # noqa: E402
 from ner_batch.training.runs import SELECT_SCORES  # noqa: E402
-from ner_batch.training.soup import average_states, check_ingredients, model_part, spread  # noqa: E402
+from ner_batch.training.soup import average_states, check_ingredients, format_spread, load_runs, model_part, spread  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -59,14 +58,9 @@ def measure(runs: Sequence[str | Path], splits: Mapping[str, list], own: Sequenc
     for i in own:
         if not 0 <= i < len(runs):
             raise ValueError(f"expected --own between 0 and {len(runs) - 1} (an index into the runs), got {i}")
-    models, tokenizer = [], None
-    for run in runs:
-        model, tok = load_model(Path(run) / "best")
-        models.append(model)
-        tokenizer = tokenizer or tok
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
+    model, tokenizer, states = load_runs(runs)
     average = average_states(states)
-    model, windower = models[0], models[0].config.windower(tokenizer)
+    windower = model.config.windower(tokenizer)
     key = SELECT_SCORES["valid"]
 
     def row(name: str, state: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,8 +91,7 @@ def table(result: Mapping[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['model']} | {r['valid_f1']:.2f} | {r['valid_unseen_f1']:.2f} | {r['shift']:+.2f} | "
                      f"{r['calibrated_valid_f1']:.2f} | {r['calibrated_valid_unseen_f1']:.2f} |")
-    spread_line = ", ".join(f"{p} {v:.3f}" for p, v in result["spread"].items())
-    return "\n".join(lines) + f"\n\nSpread of the runs around their mean weights: {spread_line}.\n"
+    return "\n".join(lines) + f"\n\n{format_spread(result['spread']).capitalize()}.\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

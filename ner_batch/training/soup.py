@@ -150,6 +150,19 @@ def format_spread(parts: Mapping[str, float]) -> str:
         f"{part} {value:.3f}" for part, value in parts.items())
 
 
+def load_runs(runs: Sequence[str | Path]) -> tuple[WordTagger, Any, list[dict[str, torch.Tensor]]]:
+    """The first run's model (to load other weights into), its tokenizer, and a copy of every
+    run's weights, in the order of ``runs``."""
+    states: list[dict[str, torch.Tensor]] = []
+    first = tokenizer = None
+    for run in runs:
+        model, tok = load_model(Path(run) / "best")
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        if first is None:
+            first, tokenizer = model, tok
+    return first, tokenizer, states
+
+
 def make_soup(
     runs: Sequence[str | Path],
     out_dir: str | Path,
@@ -177,15 +190,8 @@ def make_soup(
         splits = {name: load_split(data, name)[0] for name in ("train", "valid", "test")}
     train_s, valid_s = splits["train"], splits["valid"]
 
-    models: list[WordTagger] = []
-    tokenizer = None
-    for run in runs:
-        model, tok = load_model(Path(run) / "best")
-        models.append(model)
-        tokenizer = tokenizer or tok
-    windower = models[0].config.windower(tokenizer)
-    soup = models[0]  # holds the averaged weights as they are tried
-    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
+    soup, tokenizer, states = load_runs(runs)  # soup holds the averaged weights as they are tried
+    windower = soup.config.windower(tokenizer)
 
     def load(members: Sequence[int]) -> None:
         soup.load_state_dict(average_states([states[i] for i in members]))
