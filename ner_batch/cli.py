@@ -142,7 +142,10 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--resume", is_flag=True, default=False,
               help="Go on with a run stopped in OUT (killed, out of time) after its last finished epoch, with the "
                    "command it started with; it ends as if never stopped. No checkpoint in OUT: start afresh.")
-def train(out_dir, data, threads, bidirectional, resume, **kw) -> None:
+@click.option("--stop-after", type=click.IntRange(0), default=0, show_default=True,
+              help="End the process after epoch N, its state kept in OUT/checkpoint.pt (--resume goes on; "
+                   "--branch-from OUT starts branches from it); 0: train every epoch.")
+def train(out_dir, data, threads, bidirectional, resume, stop_after, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid score (--select) in OUT/best.
 
     Writes OUT/metrics.json (per epoch, and the best epoch's valid and test scores,
@@ -163,7 +166,8 @@ def train(out_dir, data, threads, bidirectional, resume, **kw) -> None:
     except ValueError as exc:  # rewrite shares that do not add up, an average decay out of range
         raise click.UsageError(str(exc)) from None
     try:
-        metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True), resume=resume)
+        metrics = run_train(settings, out_dir, data, log=lambda m: click.echo(m, err=True), resume=resume,
+                            stop_after=stop_after)
     except (InitError, BackboneSettingError, TeacherError, RunError, CheckpointError, FileNotFoundError) as exc:  # no
         raise click.ClickException(str(exc)) from None  # DNRTI at --data, an --init or --teacher that cannot be used,
         # --layer-decay or --encoder-dropout the encoder cannot honour, a checkpoint that cannot resume this run

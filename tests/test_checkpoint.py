@@ -26,7 +26,7 @@ class Killed(Exception):
     """Stands for the process dying: raised from the log callback when a line is said."""
 
 
-def _run(out, settings, *, kill_at=None, resume=False, model_seed=0):
+def _run(out, settings, *, kill_at=None, resume=False, model_seed=0, stop_after=0):
     said = []
 
     def log(line):
@@ -36,7 +36,8 @@ def _run(out, settings, *, kill_at=None, resume=False, model_seed=0):
 
     head = settings.head
     metrics = train(settings, out, model=make_tiny_model(head, seed=model_seed, dropout=settings.dropout),
-                    tokenizer=_tokenizer(), splits=tiny_splits(), progress=False, log=log, resume=resume)
+                    tokenizer=_tokenizer(), splits=tiny_splits(), progress=False, log=log, resume=resume,
+                    stop_after=stop_after)
     return metrics, said
 
 
@@ -83,6 +84,20 @@ def test_a_resumed_run_ends_as_the_unstopped_run(tmp_path, kind, kill_at):
         assert (tmp_path / "stopped" / "best" / name).read_bytes() == (tmp_path / "whole" / "best" / name).read_bytes()
     assert _log_lines(tmp_path / "stopped") == _log_lines(tmp_path / "whole")
     assert not (tmp_path / "stopped" / CHECKPOINT).exists() and not (tmp_path / "whole" / CHECKPOINT).exists()
+
+
+def test_stop_after_keeps_the_state_and_a_resumed_run_ends_as_the_unstopped_run(tmp_path):
+    settings = TrainSettings(**SETTINGS["crf"])
+    whole, _ = _run(tmp_path / "whole", settings)
+    part, said = _run(tmp_path / "stopped", settings, stop_after=2)
+    assert said[-1] == (f"stopped after epoch 2 of 3 as --stop-after asks: {tmp_path / 'stopped' / CHECKPOINT} keeps the "
+                        f"state (--resume goes on, --branch-from {tmp_path / 'stopped'} starts a branch)")
+    assert [e["epoch"] for e in part["epochs"]] == [1, 2] and "valid" not in part
+    assert (tmp_path / "stopped" / CHECKPOINT).is_file()
+    resumed, _ = _run(tmp_path / "stopped", settings, resume=True)
+    assert resumed["resumed_after_epochs"] == [2] and _without_time(resumed) == _without_time(whole)
+    last, said = _run(tmp_path / "last", settings, stop_after=3)  # the last epoch: nothing to stop, the run ends
+    assert _without_time(last) == _without_time(whole) and not (tmp_path / "last" / CHECKPOINT).exists()
 
 
 def test_a_run_stopped_by_patience_and_then_killed_resumes_to_its_final_scores_only(tmp_path):

@@ -420,13 +420,16 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     resume: bool = False,
+    stop_after: int = 0,
 ) -> dict[str, Any]:
     """Train, keep the best epoch on the --select valid score in ``out_dir/best``, and score it on test.
 
     ``model``/``tokenizer``/``splits`` override the backbone and the DNRTI files (tests
     pass a tiny random model and a few sentences). With ``resume``, a run stopped in
     ``out_dir`` goes on after its last finished epoch (checkpoint.py; none there: it starts
-    afresh). Returns the content of metrics.json.
+    afresh). With ``stop_after`` N (0: off) the process ends after epoch N as if killed there:
+    ``out_dir/checkpoint.pt`` stays, for ``resume`` or a branch (``--branch-from``), and
+    metrics.json holds the epochs so far, unscored. Returns the content of metrics.json.
     """
     from tqdm.auto import tqdm
 
@@ -616,6 +619,11 @@ def train(
         save_checkpoint(out, dataclasses.asdict(settings), done, model, opt, sched, average, anchor)
         if stopped:
             break
+        if epoch == stop_after and epoch < settings.epochs:
+            say(f"stopped after epoch {epoch} of {settings.epochs} as --stop-after asks: {out / CHECKPOINT} keeps "
+                f"the state (--resume goes on, --branch-from {out} starts a branch)")
+            logfile.close()
+            return read_metrics(out)
 
     from ..models.tagger import load_model
 
