@@ -131,6 +131,10 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
 @click.option("--init", type=click.Path(file_okay=False), default="",
               help="Start from this trained model (a run directory or its best/, e.g. a soup) instead of the "
                    "pretrained backbone; --head, --shape-markers and --max-length must be as it was trained.")
+@click.option("--branch-from", type=click.Path(), default="", metavar="TRUNK",
+              help="Go on from TRUNK's state (a run stopped with --stop-after N: its weights, optimizer and schedule) "
+                   "and train epochs N+1.. from this run's own --data-seed; every other setting must be the trunk's. "
+                   "Branches of one trunk share their first N epochs, so a soup of them keeps more of each.")
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(file_okay=False),
               help="A trained softmax run to distill from (repeat for several: the student learns their mean "
                    "word-label distributions beside the gold labels); softmax head only.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -180,3 +181,96 @@ def test_the_cli_says_a_refusal_in_one_line(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert f"Error: expected a training checkpoint in {out / CHECKPOINT}, could not read it" in res.output
     assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT]
+
+
+# --- branches: `train --branch-from TRUNK`, a run going on from another run's kept checkpoint ---
+
+def _trunk(tmp_path, **change):
+    settings = TrainSettings(**{**SETTINGS["crf"], **change})
+    _run(tmp_path / "trunk", settings, stop_after=1)
+    return settings
+
+
+def test_a_branch_starts_from_the_trunk_state_and_draws_the_rest_from_its_data_seed(tmp_path):
+    from ner_batch.training.checkpoint import branch, load_trunk, trunk_origin
+    from ner_batch.training.trainer import build_optimizer
+
+    trunk = _trunk(tmp_path)
+    settings = TrainSettings(**{**SETTINGS["crf"], "data_seed": 15, "branch_from": str(tmp_path / "trunk")})
+    payload = load_trunk(tmp_path / "trunk", dataclasses.asdict(settings))
+    origin = trunk_origin(tmp_path / "trunk", payload)
+    assert origin["epoch"] == 1 and origin["data_seed"] == 14 and origin["steps"] == payload["schedule"]["last_epoch"] > 0
+
+    model = make_tiny_model("crf", seed=5, dropout=0.3)  # other weights than the trunk's
+    opt, sched = build_optimizer(model, settings, total_steps=origin["steps"] + 20)
+    done = branch(payload, origin, 15, model, opt, sched)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, payload["model"][key]), key
+    assert sched.last_epoch == origin["steps"] and opt.state_dict()["state"].keys() == payload["optimizer"]["state"].keys()
+    assert torch.equal(torch.get_rng_state(), torch.manual_seed(15).get_state())  # the branch's own stream
+    assert done.epoch == 1 and done.best_epoch == 0 and done.branch == origin
+    assert [h["trunk"] for h in done.history] == [True]
+
+    whole, said = _run(tmp_path / "branch", settings)
+    assert any(line == f"branched after epoch 1 of 3 from {tmp_path / 'trunk'} (the trunk's data seed 14): epochs 2-3 "
+               "drawn from data seed 15, the best epoch chosen among them" for line in said)
+    assert whole["branched_from"] == origin and whole["best_epoch"] in (2, 3)
+    trunk_epoch = json.loads((tmp_path / "trunk" / "metrics.json").read_text())["epochs"][0]
+    assert whole["epochs"][0] == {**trunk_epoch, "trunk": True}
+    assert [e.get("trunk", False) for e in whole["epochs"]] == [True, False, False]
+    assert whole["epochs"][1]["valid_f1"] != trunk_epoch["valid_f1"] or whole["epochs"][1]["train_loss"] != trunk_epoch["train_loss"]
+    assert (tmp_path / "trunk" / CHECKPOINT).is_file()  # the trunk's state stays for the next branch
+    from ner_batch.training.runs import format_runs, run_row
+
+    assert f"| 3 ({whole['best_epoch']}), branched after 1 |" in format_runs([run_row(tmp_path / "branch")])
+
+    with pytest.raises(Killed):  # a branch stopped after its last epoch, before its final scores: schedule at its end
+        _run(tmp_path / "killed", settings, kill_at="best epoch")
+    state = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
+    assert all(group["lr"] == 0.0 for group in state["optimizer"]["param_groups"])
+    assert state["progress"]["branch"] == origin
+    resumed, _ = _run(tmp_path / "killed", settings, resume=True)  # a branch resumes as a branch
+    assert _without_time(resumed) == _without_time(whole) and resumed["branched_from"] == origin
+
+
+def test_a_branch_refuses_other_settings_the_trunk_s_data_seed_and_no_trunk(tmp_path):
+    trunk = _trunk(tmp_path)
+    base = {**SETTINGS["crf"], "branch_from": str(tmp_path / "trunk")}
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"expected the settings of the trunk {tmp_path / 'trunk'} but --data-seed, found --lr 0.001 where the trunk "
+            "has 0.003: branch with the trunk's command and another --data-seed")):
+        _run(tmp_path / "b1", TrainSettings(**{**base, "lr": 1e-3, "data_seed": 15}))
+    with pytest.raises(CheckpointError, match=re.escape(
+            "expected another --data-seed than the trunk's 14: a branch with the trunk's own is the trunk")):
+        _run(tmp_path / "b2", TrainSettings(**base))
+    assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()  # refused before anything is written
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"expected a stopped run's {CHECKPOINT} to branch from at {tmp_path / 'nothing' / CHECKPOINT}, found none: "
+            "train the trunk with --stop-after N first")):
+        _run(tmp_path / "b3", TrainSettings(**{**base, "data_seed": 15, "branch_from": str(tmp_path / "nothing")}))
+    _run(tmp_path / "trunk", trunk, resume=True)  # the trunk goes on to its end: no state left to branch from
+    with pytest.raises(CheckpointError, match="found none: train the trunk with --stop-after N first"):
+        _run(tmp_path / "b4", TrainSettings(**{**base, "data_seed": 15}))
+    with pytest.raises(ValueError, match="expected --branch-from or --init, not both"):
+        TrainSettings(**{**base, "data_seed": 15, "init": str(tmp_path / "trunk")})
+
+
+def test_a_trunk_stopped_by_patience_has_nothing_to_branch(tmp_path):
+    _trunk(tmp_path, lr=0.0, head_lr=0.0, patience=1, epochs=4)  # epoch 2 beats nothing: patience stops it there
+    state = torch.load(tmp_path / "trunk" / CHECKPOINT, weights_only=True)
+    assert state["progress"]["epoch"] == 1  # --stop-after 1 came first; now let patience stop a resumed trunk
+    settings = TrainSettings(**{**SETTINGS["crf"], "lr": 0.0, "head_lr": 0.0, "patience": 1, "epochs": 4})
+    with pytest.raises(Killed):
+        _run(tmp_path / "trunk", settings, resume=True, kill_at="best epoch")
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"expected a trunk with epochs left to train, found {tmp_path / 'trunk'} stopped after epoch 2 of 4 by "
+            "--patience: stop the trunk earlier (--stop-after N)")):
+        _run(tmp_path / "b", TrainSettings(**{**settings.__dict__, "data_seed": 15, "branch_from": str(tmp_path / "trunk")}))
+
+
+def test_the_cli_branches_and_says_a_missing_trunk_in_one_line(tmp_path):
+    data = write_tiny_data(tmp_path / "data")
+    res = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "b"), "--data", str(data), "--data-seed", "15",
+                                    "--branch-from", str(tmp_path / "none")])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert f"Error: expected a stopped run's {CHECKPOINT} to branch from at {tmp_path / 'none' / CHECKPOINT}, found none" in res.output

@@ -76,6 +76,7 @@ def run_row(run: str | Path) -> dict[str, Any]:
         "finished": finished, "average": s.get("average") or 0.0,
         "resumable": not finished and Path(run).is_dir() and (Path(run) / CHECKPOINT_FILE).is_file(),
         "wall_minutes": round(m.get("wall_seconds", 0.0) / 60, 1),
+        "branched_after": (m.get("branched_from") or {}).get("epoch"),  # a branch: the trunk's epochs (not its wall time)
     }
     row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest --select score, first of equals
     e = next((x for x in epochs if x["epoch"] == row["best_epoch"]), {})
@@ -97,7 +98,7 @@ def run_row(run: str | Path) -> dict[str, Any]:
     test = m.get("test") or {}
     row.update(test_f1=pct(test.get("f1")), test_unseen_f1=pct((test.get("unseen") or {}).get("f1")),
                test_new_name_recall=pct(((test.get("new_names") or {}).get("new") or {}).get("recall")))
-    trained = _best([(e["epoch"], e["trained_weights"]) for e in epochs if "trained_weights" in e],
+    trained = _best([(e["epoch"], e["trained_weights"]) for e in epochs if "trained_weights" in e and not e.get("trunk")],
                     SELECT_SCORES[s.get("select", "valid")])
     if trained:
         row["trained_weights"] = {"best_epoch": trained[0], "valid_f1": pct(trained[1]["valid_f1"]),
@@ -126,6 +127,8 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
             done = f"{r['epochs_run']} of {r['epochs']} ({cell(r['best_epoch'])}), unfinished"
             if r.get("resumable"):
                 done += " (train --resume goes on)"
+        if r.get("branched_after"):
+            done += f", branched after {r['branched_after']}"
         if r.get("calibrate") is not None:
             done += f", O {r['calibrate']:+.2f}"
             if r.get("calibrate_types"):

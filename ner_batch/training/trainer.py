@@ -39,7 +39,8 @@ from .adversarial import EmbeddingAttack
 from .anchor import ANCHOR_KEY, StartAnchor
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
-from .checkpoint import CHECKPOINT, CheckpointError, Progress, load_checkpoint, restore, save_checkpoint
+from .checkpoint import (CHECKPOINT, CheckpointError, Progress, branch, load_checkpoint, load_trunk, restore,
+                         save_checkpoint, trunk_origin)
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
 from .runs import METRICS_FILE, SELECT_SCORES, RunError, model_dir, read_metrics
 
@@ -87,6 +88,7 @@ class TrainSettings:
     average: float = 0.0  # decay of an exponential moving average of the weights, scored and saved instead (0 = off; averaging.py)
     adversarial: float = 0.0  # FGM step on the word-piece embeddings, each batch trained again perturbed (0 = off; adversarial.py)
     init: str = ""  # start from this trained model (a run or its best/, e.g. a soup) instead of the pretrained backbone
+    branch_from: str = ""  # go on from this stopped run's checkpoint (--stop-after) with another data seed (checkpoint.py)
     teachers: tuple[str, ...] = ()  # softmax runs whose mean word-label distributions the student also learns (distill.py)
     distill_weight: float = 0.5  # share of the loss given to the teachers (the rest: gold labels)
     distill_temperature: float = 2.0  # softening of teacher and student distributions in the distillation term
@@ -104,6 +106,8 @@ class TrainSettings:
         _refuse_unless_finite_and_not_negative("--lstm-hidden", self.lstm_hidden, zero="no LSTM: the crf's emissions read "
                                                "the encoder", example="256")
         _refuse_unless_finite_and_not_negative("--reinit-top", self.reinit_top, zero="keep every pre-trained layer", example="1")
+        if self.branch_from and self.init:
+            raise ValueError("expected --branch-from or --init, not both: the trunk's checkpoint holds the weights to start from")
         if self.reinit_top and self.init:
             raise ValueError("expected --reinit-top or --init, not both: --init's model has already trained its top layers")
         if self.adversarial and self.freeze_word_embeddings:
@@ -437,6 +441,7 @@ def train(
     teacher_dirs(settings.teachers)
     out = Path(out_dir)
     saved = resumable(out, settings) if resume else None
+    trunk = load_trunk(settings.branch_from, dataclasses.asdict(settings)) if settings.branch_from and saved is None else None
     if model is None and settings.init:
         model, tokenizer = load_init(settings)
     logfile = None
@@ -522,12 +527,19 @@ def train(
             stream = WordStream(windower, augment_all(train_s, pool, augment, rng, donors), label2id)
         epoch_ex = stream.examples(rng, settings.context_share)
         plan.append((len(epoch_ex), bucketed_batches(epoch_ex, settings.batch_size, rng, max_tokens=settings.batch_tokens)))
-    total_steps = sum(len(b) for _, b in plan)
+    origin = trunk_origin(settings.branch_from, trunk) if trunk is not None else saved["progress"].get("branch", {}) if saved else {}
+    # a branch: the trunk's steps, then its own epochs after the trunk's
+    total_steps = origin.get("steps", 0) + sum(len(b) for _, b in plan[origin.get("epoch", 0):])
     opt, sched = build_optimizer(model, settings, total_steps)
     average = WeightAverage(model, settings.average) if settings.average else None
     attack = EmbeddingAttack(model.encoder.get_input_embeddings().weight, settings.adversarial) if settings.adversarial else None
     anchor = StartAnchor(opt) if settings.start_decay else None
-    done = Progress() if saved is None else restore(saved, model, opt, sched, average, anchor)
+    if saved is not None:
+        done = restore(saved, model, opt, sched, average, anchor)
+    elif trunk is not None:
+        done = branch(trunk, origin, data_seed, model, opt, sched, average, anchor)
+    else:
+        done = Progress()
     say(f"training {settings.head} on {len(train_s)} sentences ({plan[0][0]} windows in epoch 1, "
         f"context share {settings.context_share}, mention replace {settings.mention_replace}, "
         f"name mask {settings.name_mask}{f', name swap {settings.name_swap}' if settings.name_swap else ''}"
@@ -542,6 +554,10 @@ def train(
         + (f", each batch again with its word-piece embeddings perturbed adversarially (step {settings.adversarial})"
            if attack else "")
         + (f", encoder weight matrices decaying toward their start (rate {settings.start_decay})" if anchor else ""))
+    if trunk is not None:
+        say(f"branched after epoch {origin['epoch']} of {settings.epochs} from {settings.branch_from} (the trunk's data seed "
+            f"{origin['data_seed']}): epochs {origin['epoch'] + 1}-{settings.epochs} drawn from data seed {data_seed}, "
+            f"the best epoch chosen among them")
     if saved is not None:
         echo_only = False
         done.resumed.append(done.epoch)
@@ -609,13 +625,13 @@ def train(
             f"{'  (best)' if improved else ''}  [{entry['seconds']:.0f}s]"
             + (f"  | trained weights: valid F1 {raw['valid_f1']*100:.2f}  unseen {raw['valid_unseen_f1']*100:.2f}  "
                f"new-name recall {raw['valid_new_name_recall']*100:.2f}" if raw else ""))
-        _write_metrics(out, settings, history, best_epoch, None, time.time() - started, done.resumed)
+        _write_metrics(out, settings, history, best_epoch, None, time.time() - started, done.resumed, done.branch)
         plot_curves(history, out / "curves.png", f"{settings.head} on {model.config.backbone}"
                     + (f", scores of the averaged weights (decay {settings.average})" if average else ""))
         stopped = bool(settings.patience and stale >= settings.patience)
         if stopped:
             say(f"no better {settings.select} score for {stale} epochs: stopping")
-        done = Progress(epoch, history, best_score, best_epoch, stale, time.time() - started, lines, done.resumed)
+        done = Progress(epoch, history, best_score, best_epoch, stale, time.time() - started, lines, done.resumed, done.branch)
         save_checkpoint(out, dataclasses.asdict(settings), done, model, opt, sched, average, anchor)
         if stopped:
             break
@@ -634,7 +650,7 @@ def train(
         say(f"best epoch {best_epoch}: valid F1 {final['valid']['f1']*100:.2f}  test F1 {final['test']['f1']*100:.2f}  "
             f"test unseen F1 {final['test']['unseen']['f1']*100:.2f}  "
             f"test new-name recall {final['test']['new_names']['new']['recall']*100:.2f}")
-    metrics = _write_metrics(out, settings, history, best_epoch, final, time.time() - started, done.resumed)
+    metrics = _write_metrics(out, settings, history, best_epoch, final, time.time() - started, done.resumed, done.branch)
     logfile.close()
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is whole: nothing left to resume
     return metrics
@@ -668,7 +684,7 @@ def _valid_entry(valid: dict[str, Any]) -> dict[str, float]:
 
 
 def _write_metrics(out: Path, settings: TrainSettings, history, best_epoch: int, final, seconds: float,
-                   resumed: Sequence[int] = ()) -> dict[str, Any]:
+                   resumed: Sequence[int] = (), branch: dict[str, Any] | None = None) -> dict[str, Any]:
     metrics = {
         "settings": dataclasses.asdict(settings),
         "epochs": history,
@@ -678,6 +694,8 @@ def _write_metrics(out: Path, settings: TrainSettings, history, best_epoch: int,
     }
     if resumed:  # the epochs after which a stopped run went on in another process
         metrics["resumed_after_epochs"] = list(resumed)
+    if branch:  # the trunk this run went on from (its epochs are the history's first, marked "trunk")
+        metrics["branched_from"] = dict(branch)
     if final:
         metrics.update(final)
     return write_metrics(out, metrics)
