@@ -147,8 +147,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
               help="Go on with a run stopped in OUT (killed, out of time) after its last finished epoch, with the "
                    "command it started with; it ends as if never stopped. No checkpoint in OUT: start afresh.")
 @click.option("--stop-after", type=click.IntRange(0), default=0, show_default=True,
-              help="End the process after epoch N, its state kept in OUT/checkpoint.pt (--resume goes on; "
-                   "--branch-from OUT starts branches from it); 0: train every epoch.")
+              help="End the process after epoch N, its state kept in OUT/checkpoint.pt (--resume without "
+                   "--stop-after goes on; --branch-from OUT starts branches from it; the same command again trains "
+                   "nothing); 0: train every epoch.")
 def train(out_dir, data, threads, bidirectional, resume, stop_after, **kw) -> None:
     """Fine-tune a tagger; keep the epoch with the best valid score (--select) in OUT/best.
 

@@ -95,6 +95,11 @@ def test_stop_after_keeps_the_state_and_a_resumed_run_ends_as_the_unstopped_run(
                         f"state (--resume goes on, --branch-from {tmp_path / 'stopped'} starts a branch)")
     assert [e["epoch"] for e in part["epochs"]] == [1, 2] and "valid" not in part
     assert (tmp_path / "stopped" / CHECKPOINT).is_file()
+    kept = (tmp_path / "stopped" / CHECKPOINT).read_bytes()
+    again, said = _run(tmp_path / "stopped", settings, stop_after=2, resume=True)  # the trunk's command run twice
+    assert said[-1] == (f"already stopped after epoch 2 of 3, at or past --stop-after 2: nothing trained "
+                        f"({tmp_path / 'stopped' / CHECKPOINT} kept; without --stop-after, --resume goes on)")
+    assert (tmp_path / "stopped" / CHECKPOINT).read_bytes() == kept and again["epochs"] == part["epochs"]
     resumed, _ = _run(tmp_path / "stopped", settings, resume=True)
     assert resumed["resumed_after_epochs"] == [2] and _without_time(resumed) == _without_time(whole)
     last, said = _run(tmp_path / "last", settings, stop_after=3)  # the last epoch: nothing to stop, the run ends

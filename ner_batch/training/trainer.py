@@ -568,6 +568,11 @@ def train(
     best_score, best_epoch, stale = done.best_score, done.best_epoch, done.stale
     started = time.time() - done.seconds  # training time over every process that trained this run
     stopped = bool(settings.patience and stale >= settings.patience)  # the checkpoint of the epoch that stopped it
+    if stop_after and not stopped and stop_after <= done.epoch < settings.epochs:  # the same command again: a trunk
+        say(f"already stopped after epoch {done.epoch} of {settings.epochs}, at or past --stop-after {stop_after}: "  # stays
+            f"nothing trained ({out / CHECKPOINT} kept; without --stop-after, --resume goes on)")
+        logfile.close()
+        return read_metrics(out)
     for epoch in range(done.epoch + 1, settings.epochs + 1 if not stopped else done.epoch + 1):
         model.train()
         t0 = time.time()
