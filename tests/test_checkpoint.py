@@ -93,7 +93,11 @@ def test_stop_after_keeps_the_state_and_a_resumed_run_ends_as_the_unstopped_run(
     part, said = _run(tmp_path / "stopped", settings, stop_after=2)
     assert said[-1] == (f"stopped after epoch 2 of 3 as --stop-after asks: {tmp_path / 'stopped' / CHECKPOINT} keeps the "
                         f"state (--resume goes on, --branch-from {tmp_path / 'stopped'} starts a branch)")
-    assert [e["epoch"] for e in part["epochs"]] == [1, 2] and "valid" not in part
+    assert [e["epoch"] for e in part["epochs"]] == [1, 2] and "valid" not in part and part["stopped_after"] == 2
+    from ner_batch.training.runs import format_runs, run_row
+
+    assert (f"| 2 of 3 ({part['best_epoch']}), unfinished (train --resume goes on, --branch-from starts branches) |"
+            in format_runs([run_row(tmp_path / "stopped")]))
     assert (tmp_path / "stopped" / CHECKPOINT).is_file()
     kept = (tmp_path / "stopped" / CHECKPOINT).read_bytes()
     again, said = _run(tmp_path / "stopped", settings, stop_after=2, resume=True)  # the trunk's command run twice
@@ -102,6 +106,7 @@ def test_stop_after_keeps_the_state_and_a_resumed_run_ends_as_the_unstopped_run(
     assert (tmp_path / "stopped" / CHECKPOINT).read_bytes() == kept and again["epochs"] == part["epochs"]
     resumed, _ = _run(tmp_path / "stopped", settings, resume=True)
     assert resumed["resumed_after_epochs"] == [2] and _without_time(resumed) == _without_time(whole)
+    assert "stopped_after" not in json.loads((tmp_path / "stopped" / "metrics.json").read_text())
     last, said = _run(tmp_path / "last", settings, stop_after=3)  # the last epoch: nothing to stop, the run ends
     assert _without_time(last) == _without_time(whole) and not (tmp_path / "last" / CHECKPOINT).exists()
 

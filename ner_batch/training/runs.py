@@ -76,6 +76,7 @@ def run_row(run: str | Path) -> dict[str, Any]:
         "finished": finished, "average": s.get("average") or 0.0,
         "resumable": not finished and Path(run).is_dir() and (Path(run) / CHECKPOINT_FILE).is_file(),
         "wall_minutes": round(m.get("wall_seconds", 0.0) / 60, 1),
+        "stopped_after": m.get("stopped_after"),  # --stop-after: a trunk that branches may start from
         "branched_after": (m.get("branched_from") or {}).get("epoch"),  # a branch: the trunk's epochs (not its wall time)
     }
     row["best_epoch"] = m.get("best_epoch") or None  # the trainer's pick: highest --select score, first of equals
@@ -126,7 +127,7 @@ def format_runs(rows: Sequence[dict[str, Any]]) -> str:
         else:
             done = f"{r['epochs_run']} of {r['epochs']} ({cell(r['best_epoch'])}), unfinished"
             if r.get("resumable"):
-                done += " (train --resume goes on)"
+                done += f" (train --resume goes on{', --branch-from starts branches' if r.get('stopped_after') else ''})"
         if r.get("branched_after"):
             done += f", branched after {r['branched_after']}"
         if r.get("calibrate") is not None:

@@ -643,8 +643,8 @@ def train(
         if epoch == stop_after and epoch < settings.epochs:
             say(f"stopped after epoch {epoch} of {settings.epochs} as --stop-after asks: {out / CHECKPOINT} keeps "
                 f"the state (--resume goes on, --branch-from {out} starts a branch)")
-            logfile.close()
-            return read_metrics(out)
+            logfile.close()  # metrics.json says so until the run goes on (`ner-batch runs`: branches may start here)
+            return write_metrics(out, {**read_metrics(out), "stopped_after": epoch})
 
     from ..models.tagger import load_model
 
