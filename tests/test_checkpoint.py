@@ -205,7 +205,7 @@ def test_a_branch_starts_from_the_trunk_state_and_draws_the_rest_from_its_data_s
     from ner_batch.training.checkpoint import branch, load_trunk, trunk_origin
     from ner_batch.training.trainer import build_optimizer
 
-    trunk = _trunk(tmp_path)
+    _trunk(tmp_path)
     settings = TrainSettings(**{**SETTINGS["crf"], "data_seed": 15, "branch_from": str(tmp_path / "trunk")})
     payload = load_trunk(tmp_path / "trunk", dataclasses.asdict(settings))
     origin = trunk_origin(tmp_path / "trunk", payload)

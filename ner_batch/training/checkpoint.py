@@ -110,6 +110,18 @@ def _read(path: Path, what_to_do: str) -> dict[str, Any]:
     return payload
 
 
+def _differences(saved: dict[str, Any], settings: dict[str, Any], whose: str, skip: tuple[str, ...] = ()) -> str:
+    """The settings that differ from a checkpoint's, named as flags (the first four, then how many more); "" if none."""
+    differ = [k for k in sorted(set(saved) | set(settings)) if k not in skip and saved.get(k) != settings.get(k)]
+    shown = ", ".join(f"{_flag(k)} {settings.get(k)!r} where {whose} has {saved.get(k)!r}" for k in differ[:4])
+    return shown + (f" (+{len(differ) - 4} more)" if len(differ) > 4 else "")
+
+
+def finished_training(progress: dict[str, Any], epochs: int, patience: int) -> bool:
+    """No epoch left after ``progress``: all trained, or --patience spent (the trainer's stopping rule)."""
+    return progress["epoch"] >= epochs or bool(patience and progress["stale"] >= patience)
+
+
 def load_checkpoint(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint in ``out`` if it resumes a run of ``settings``; None if there is none.
 
@@ -119,12 +131,9 @@ def load_checkpoint(out: Path, settings: dict[str, Any]) -> dict[str, Any] | Non
     if not path.is_file():
         return None
     payload = _read(path, "delete it and start the run again without --resume")
-    saved = payload["settings"]
-    differ = [k for k in sorted(set(saved) | set(settings)) if saved.get(k) != settings.get(k)]
-    if differ:
-        shown = ", ".join(f"{_flag(k)} {settings.get(k)!r} where the run has {saved.get(k)!r}" for k in differ[:4])
-        more = f" (+{len(differ) - 4} more)" if len(differ) > 4 else ""
-        raise CheckpointError(f"expected the settings {path.parent} started with, found {shown}{more}: resume with the "
+    shown = _differences(payload["settings"], settings, "the run")
+    if shown:
+        raise CheckpointError(f"expected the settings {path.parent} started with, found {shown}: resume with the "
                               f"run's own command, or train into another --out")
     return payload
 
@@ -149,18 +158,15 @@ def load_trunk(trunk: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
                               f"trunk with --stop-after N first (a finished run keeps no checkpoint)")
     payload = _read(path, "train the trunk again with --stop-after N")
     saved = payload["settings"]
-    differ = [k for k in sorted(set(saved) | set(settings))
-              if k not in _BRANCH_MAY_DIFFER and saved.get(k) != settings.get(k)]
-    if differ:
-        shown = ", ".join(f"{_flag(k)} {settings.get(k)!r} where the trunk has {saved.get(k)!r}" for k in differ[:4])
-        more = f" (+{len(differ) - 4} more)" if len(differ) > 4 else ""
-        raise CheckpointError(f"expected the settings of the trunk {path.parent} but --data-seed, found {shown}{more}: "
+    shown = _differences(saved, settings, "the trunk", skip=_BRANCH_MAY_DIFFER)
+    if shown:
+        raise CheckpointError(f"expected the settings of the trunk {path.parent} but --data-seed, found {shown}: "
                               f"branch with the trunk's command and another --data-seed")
     if _data_seed(saved) == _data_seed(settings):
         raise CheckpointError(f"expected another --data-seed than the trunk's {_data_seed(saved)}: a branch with the "
                               f"trunk's own is the trunk (resume it with --resume instead)")
     done = payload["progress"]
-    if done["epoch"] >= settings["epochs"] or (settings["patience"] and done["stale"] >= settings["patience"]):
+    if finished_training(done, settings["epochs"], settings["patience"]):
         raise CheckpointError(f"expected a trunk with epochs left to train, found {path.parent} stopped after epoch "
                               f"{done['epoch']} of {settings['epochs']}"
                               + (" by --patience" if done["epoch"] < settings["epochs"] else "")

@@ -39,8 +39,8 @@ from .adversarial import EmbeddingAttack
 from .anchor import ANCHOR_KEY, StartAnchor
 from .augment import AugmentSettings, augment_all, mention_pool
 from .averaging import WeightAverage
-from .checkpoint import (CHECKPOINT, CheckpointError, Progress, branch, load_checkpoint, load_trunk, restore,
-                         save_checkpoint, trunk_origin)
+from .checkpoint import (CHECKPOINT, CheckpointError, Progress, branch, finished_training, load_checkpoint, load_trunk,
+                         restore, save_checkpoint, trunk_origin)
 from .distill import distill_loss, load_teachers, target_tensor, teacher_dirs, teacher_targets
 from .runs import METRICS_FILE, SELECT_SCORES, RunError, model_dir, read_metrics
 
@@ -441,6 +441,11 @@ def train(
     teacher_dirs(settings.teachers)
     out = Path(out_dir)
     saved = resumable(out, settings) if resume else None
+    at = saved["progress"] if saved is not None else None  # the same --stop-after command again: the trunk stays
+    if at and stop_after and stop_after <= at["epoch"] and not finished_training(at, settings.epochs, settings.patience):
+        log(f"already stopped after epoch {at['epoch']} of {settings.epochs}, at or past --stop-after "
+            f"{stop_after}: nothing trained ({out / CHECKPOINT} kept; without --stop-after, --resume goes on)")
+        return read_metrics(out)
     trunk = load_trunk(settings.branch_from, dataclasses.asdict(settings)) if settings.branch_from and saved is None else None
     if model is None and settings.init:
         model, tokenizer = load_init(settings)
@@ -568,11 +573,6 @@ def train(
     best_score, best_epoch, stale = done.best_score, done.best_epoch, done.stale
     started = time.time() - done.seconds  # training time over every process that trained this run
     stopped = bool(settings.patience and stale >= settings.patience)  # the checkpoint of the epoch that stopped it
-    if stop_after and not stopped and stop_after <= done.epoch < settings.epochs:  # the same command again: a trunk
-        say(f"already stopped after epoch {done.epoch} of {settings.epochs}, at or past --stop-after {stop_after}: "  # stays
-            f"nothing trained ({out / CHECKPOINT} kept; without --stop-after, --resume goes on)")
-        logfile.close()
-        return read_metrics(out)
     for epoch in range(done.epoch + 1, settings.epochs + 1 if not stopped else done.epoch + 1):
         model.train()
         t0 = time.time()
