@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .encoding import WORD_POOLINGS
 from .probe import SWAP_MODES, format_probe, probe_scores, swap_names
 from .training.calibrate import DEFAULT_GRID as CALIBRATION_GRID, TYPE_GRID as CALIBRATION_TYPE_GRID
 from .training.runs import SELECT_SCORES, SOUP_RECIPES
@@ -86,6 +87,10 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
                    "encoder's word states (BERT-CRF). The softmax head has none.")
 @click.option("--bilstm/--lstm", "bidirectional", default=True, show_default=True,
               help="Bidirectional LSTM, or unidirectional as in the course report (crf head only).")
+@click.option("--word-pooling", type=click.Choice(WORD_POOLINGS), default="first", show_default=True,
+              help="A word's vector for the head: its first word piece's state (the DistilBERT recipe), its last "
+                   "piece's (with --shape-markers, a marked word's marker), or the mean of its pieces. Computed "
+                   "inside the exported graph, so bundles and the runtime need nothing else.")
 @click.option("--seed", type=int, default=13, show_default=True, help="Seed of the initial weights (and of the rest, "
               "unless --data-seed is given).")
 @click.option("--data-seed", type=int, default=None,

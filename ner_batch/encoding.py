@@ -29,6 +29,10 @@ from tokenizers import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 SHAPE_MARKERS = ("[unused1]", "[unused2]", "[unused3]", "[unused4]")  # Capitalized, ALLCAPS, mIxed, letters+digits
+#: How a model makes a word's vector of its pieces' states (models/tagger.py ``pool_words``): the first piece's
+#: (``word_index``), the last piece's, or their mean; a window holds whole words, so each word's pieces run from
+#: its ``word_index`` to the next word's, or to the special pieces after the window's last word.
+WORD_POOLINGS = ("first", "last", "mean")
 
 
 def word_shape(word: str) -> int:

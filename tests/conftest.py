@@ -48,14 +48,15 @@ def windower(tokenizer):
 
 
 def make_tiny_model(head: str, *, seed: int = 0, bidirectional: bool = True, max_length: int = 64, dropout: float = 0.0,
-                    lstm_hidden: int = 16):
+                    lstm_hidden: int = 16, word_pooling: str = "first", shape_markers: bool = False):
     import torch
 
     from ner_batch.models import TaggerConfig, build_model
 
     torch.manual_seed(seed)
     config = TaggerConfig(head=head, labels=LABELS, backbone="tiny", max_length=max_length, dropout=dropout,
-                          lstm_hidden=lstm_hidden, lstm_bidirectional=bidirectional, encoder_config=tiny_encoder_config())
+                          lstm_hidden=lstm_hidden, lstm_bidirectional=bidirectional, encoder_config=tiny_encoder_config(),
+                          word_pooling=word_pooling, shape_markers=shape_markers)
     return build_model(config, pretrained=False).eval()
 
 

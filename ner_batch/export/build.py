@@ -173,6 +173,7 @@ def build_bundle(
         "encoder_type": cfg.encoder_config.get("model_type"),
         "max_length": cfg.max_length,
         "shape_markers": cfg.shape_markers,
+        "word_pooling": cfg.word_pooling,
         "label_scheme": "BIO",
         "num_labels": cfg.num_labels,
         "lstm": {"hidden": cfg.lstm_hidden, "bidirectional": cfg.lstm_bidirectional} if cfg.head == "crf" and cfg.lstm_hidden else None,

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..encoding import WORD_POOLINGS
 from ..labels import validate_labels
 
 HEADS = ("softmax", "crf")
+
 CONFIG_FILE = "tagger.json"
 #: Beside no tagger.json, it makes a model directory an ensemble of saved taggers (models/ensemble.py).
 ENSEMBLE_FILE = "ensemble.json"
@@ -25,18 +27,27 @@ class TaggerConfig:
     lstm_hidden: int = 256
     lstm_bidirectional: bool = True
     shape_markers: bool = False  # a marker piece after Capitalized / ALLCAPS / mIxed / alphanumeric words (encoding.py)
+    word_pooling: str = "first"  # a word's vector: its first piece's state, its last piece's, or their mean (markers included)
+    suffix_pieces: int = 1  # the tokenizer's special pieces after a window's words ("last" / "mean" find the last word's end)
     encoder_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # the HF config of the transformer encoder
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"expected head to be one of {HEADS}, got {self.head!r}")
         self.labels = validate_labels(self.labels, where="tagger labels")
+        if self.word_pooling not in WORD_POOLINGS:
+            raise ValueError(f"expected word pooling to be one of {', '.join(WORD_POOLINGS)}, got {self.word_pooling!r}")
 
     def windower(self, tokenizer):
         """The Windower this model was trained with (``tokenizer``: a HF fast tokenizer)."""
         from ..encoding import Windower
 
-        return Windower(tokenizer.backend_tokenizer, self.max_length, shape_markers=self.shape_markers)
+        windower = Windower(tokenizer.backend_tokenizer, self.max_length, shape_markers=self.shape_markers)
+        if self.word_pooling != "first" and len(windower.suffix) != self.suffix_pieces:
+            raise ValueError(f"expected {self.suffix_pieces} special pieces after a window's words (tagger.json "
+                             f"suffix_pieces), the tokenizer adds {len(windower.suffix)}: the model's word ends would be "
+                             f"misplaced; save the model with the tokenizer it trained with")
+        return windower
 
     @property
     def num_labels(self) -> int:

@@ -1,4 +1,4 @@
-"""WordTagger: transformer encoder -> first-sub-word states -> head -> word emissions.
+"""WordTagger: transformer encoder -> word vectors (first sub-word states by default) -> head -> word emissions.
 
 The module's ``forward`` is exactly the part exported to ONNX: it takes the four arrays
 of :class:`ner_batch.encoding.Batch` and returns word-level emissions ``(B, W, L)``.
@@ -23,8 +23,44 @@ LABELS_FILE = "labels.json"
 
 
 def gather_words(states: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
-    """First-sub-word states: ``states`` (B, T, H), ``word_index`` (B, W) -> (B, W, H)."""
+    """The states at one position per word: ``states`` (B, T, H), ``word_index`` (B, W) -> (B, W, H)."""
     return torch.gather(states, 1, word_index.unsqueeze(-1).expand(-1, -1, states.size(-1)))
+
+
+def word_ends(word_index: torch.Tensor, word_mask: torch.Tensor, attention_mask: torch.Tensor,
+              suffix_pieces: int) -> torch.Tensor:
+    """One past each word's last piece, (B, W): the next word's first piece, and for a window's
+    last word the start of the special pieces after it (a window holds whole words, encoding.py).
+    Padding words get 0, so they cover no piece.
+
+    ``word_index`` (B, W) first pieces, ``word_mask`` (B, W), ``attention_mask`` (B, T).
+    """
+    following = torch.cat([word_index[:, 1:], torch.zeros_like(word_index[:, :1])], dim=1)  # shape: (B, W)
+    n_words = word_mask.sum(1, keepdim=True)  # shape: (B, 1)
+    position = torch.cumsum(torch.ones_like(word_index), dim=1) - 1  # shape: (B, W), 0..W-1
+    window_end = attention_mask.sum(1, keepdim=True) - suffix_pieces  # shape: (B, 1)
+    return torch.where(position == n_words - 1, window_end, following) * word_mask  # shape: (B, W)
+
+
+def pool_words(states: torch.Tensor, word_index: torch.Tensor, word_mask: torch.Tensor, attention_mask: torch.Tensor,
+               how: str = "first", suffix_pieces: int = 1) -> torch.Tensor:
+    """Word vectors (B, W, H) from piece states (B, T, H): the first piece's state, the last
+    piece's (with shape markers: the marker's, for a marked word) or the mean over the word's
+    pieces. Padding words get the first position's state ("first", "last") or zeros ("mean");
+    the heads mask them.
+    """
+    if how == "first":
+        return gather_words(states, word_index)
+    ends = word_ends(word_index, word_mask, attention_mask, suffix_pieces)  # shape: (B, W)
+    if how == "last":
+        return gather_words(states, (ends - 1).clamp(min=0))
+    if how != "mean":
+        raise ValueError(f"expected word pooling first, last or mean, got {how!r}")
+    positions = torch.cumsum(torch.ones_like(attention_mask), dim=1) - 1  # shape: (B, T), 0..T-1
+    inside = (positions.unsqueeze(1) >= word_index.unsqueeze(2)) & (positions.unsqueeze(1) < ends.unsqueeze(2))  # (B, W, T)
+    weights = inside.to(states.dtype)  # shape: (B, W, T)
+    counts = weights.sum(-1, keepdim=True).clamp(min=1.0)  # shape: (B, W, 1)
+    return torch.matmul(weights, states) / counts  # shape: (B, W, H)
 
 
 class WordTagger(nn.Module):
@@ -47,7 +83,8 @@ class WordTagger(nn.Module):
     ) -> torch.Tensor:
         """Word-level emissions (B, W, L)."""
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(gather_words(states, word_index), word_mask)
+        words = pool_words(states, word_index, word_mask, attention_mask, self.config.word_pooling, self.config.suffix_pieces)
+        return self.head(words, word_mask)
 
     def loss(self, batch: dict[str, torch.Tensor], tags: torch.Tensor) -> torch.Tensor:
         return self.head.loss(self(**batch), tags, batch["word_mask"])

@@ -85,6 +85,7 @@ class TrainSettings:
     resplit: float = 0.0  # per sentence and epoch: cut into words as the raw-text splitter cuts them (augment.py)
     resplit_trim: bool = False  # re-split entities lose their edge punctuation and final possessive (augment.py)
     shape_markers: bool = False  # a marker piece after each cased / alphanumeric word (encoding.py)
+    word_pooling: str = "first"  # a word's vector: its first piece's state, its last piece's, or their mean (models/tagger.py)
     average: float = 0.0  # decay of an exponential moving average of the weights, scored and saved instead (0 = off; averaging.py)
     adversarial: float = 0.0  # FGM step on the word-piece embeddings, each batch trained again perturbed (0 = off; adversarial.py)
     init: str = ""  # start from this trained model (a run or its best/, e.g. a soup) instead of the pretrained backbone
@@ -254,7 +255,8 @@ def load_init(settings: TrainSettings) -> tuple[WordTagger, Any]:
         raise InitError(f"expected one trained model for --init, got an ensemble in {best}: give one of its runs")
     c = model.config
     for name, wanted, found in (("--head", settings.head, c.head), ("--shape-markers", settings.shape_markers, c.shape_markers),
-                                ("--max-length", settings.max_length, c.max_length)):
+                                ("--max-length", settings.max_length, c.max_length),
+                                ("--word-pooling", settings.word_pooling, c.word_pooling)):
         if wanted != found:
             raise InitError(f"expected {name} {wanted!r} as the model in {best} was trained, found {found!r} there: "
                              f"pass {name} as it was")
@@ -480,8 +482,9 @@ def train(
         config = TaggerConfig(
             head=settings.head, labels=labels, backbone=settings.backbone, max_length=settings.max_length,
             dropout=settings.dropout, lstm_hidden=settings.lstm_hidden, lstm_bidirectional=settings.lstm_bidirectional,
-            shape_markers=settings.shape_markers,
+            shape_markers=settings.shape_markers, word_pooling=settings.word_pooling,
         )
+        config.suffix_pieces = len(config.windower(tokenizer).suffix)
         model = build_model(config)
     else:
         extra = sorted(set(labels) - set(model.config.labels))
@@ -553,6 +556,7 @@ def train(
         + (f", encoder dropout {settings.encoder_dropout}" if settings.encoder_dropout is not None else "")
         + (f", the encoder's top {settings.reinit_top} layers re-initialised" if settings.reinit_top else "")
         + (", no LSTM (emissions read the encoder)" if model.config.head == "crf" and not model.config.lstm_hidden else "")
+        + (f", each word the {model.config.word_pooling} of its pieces' states" if model.config.word_pooling != "first" else "")
         + (", word-piece embeddings frozen" + (" (shape markers' rows train)" if windower.marker_ids else "")
            if settings.freeze_word_embeddings else "")
         + (f", scoring and saving the weights' moving average (decay {settings.average})" if average else "")
