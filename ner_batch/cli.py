@@ -97,6 +97,9 @@ DATA_HELP = "DNRTI directory with train.txt, valid.txt, test.txt [default: $NER_
               help="Seed of batch order, windows, rewrites and dropout [default: --seed]. Runs that differ only in it "
                    "start from the same weights and can be averaged (ner-batch soup).")
 @click.option("--limit-train", type=int, default=0, help="Train on the first N sentences only (quick runs).")
+@click.option("--dedup", is_flag=True, default=False,
+              help="Train on each distinct training sentence once per epoch (DNRTI's train repeats 1366 of its 5251 "
+                   "sentences, one 13 times), labelled as most of its copies are; the log says how many were dropped.")
 @click.option("--patience", type=int, default=0, help="Stop after N epochs without a better --select score (0: never).")
 @click.option("--select", type=click.Choice(list(SELECT_SCORES)), default="valid",
               show_default=True,

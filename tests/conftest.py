@@ -60,6 +60,15 @@ def make_tiny_model(head: str, *, seed: int = 0, bidirectional: bool = True, max
     return build_model(config, pretrained=False).eval()
 
 
+def save_tiny_backbone(directory: Path, tokenizer) -> Path:
+    """A random 2-layer, 32-wide BERT with the packaged MiniLM tokenizer, saved as a checkpoint for ``--backbone``."""
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(**tiny_encoder_config())).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture
 def tiny_model_factory():
     return make_tiny_model

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import CHECK_SENTENCES, make_tiny_model, tiny_sentences, write_tiny_data
+from conftest import CHECK_SENTENCES, make_tiny_model, save_tiny_backbone, tiny_sentences, write_tiny_data
 from ner_batch.cli import main
 from ner_batch.encoding import Windower
 from ner_batch.models import TaggerConfig
@@ -134,13 +134,7 @@ def test_an_old_tagger_json_pools_first_pieces(tmp_path):
 
 
 def test_the_cli_trains_with_a_pooling_and_init_refuses_another(tmp_path, tokenizer):
-    from transformers import BertConfig, BertModel
-
-    from conftest import tiny_encoder_config
-
-    ckpt = tmp_path / "tiny-bert"
-    BertModel(BertConfig(**tiny_encoder_config())).save_pretrained(ckpt)
-    tokenizer.save_pretrained(ckpt)
+    ckpt = save_tiny_backbone(tmp_path / "tiny-bert", tokenizer)
     data = write_tiny_data(tmp_path / "data")
     base = ["train", "--data", str(data), "--backbone", str(ckpt), "--epochs", "1", "--max-length", "32", "--threads", "1"]
     run = tmp_path / "run"

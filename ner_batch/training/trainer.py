@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..data.conll import Sentence, label_list
+from ..data.dedup import unique_sentences
 from ..data.dnrti import data_dir, load_split, unseen_mask
 from ..encoding import Batch, Window, Windower
 from ..evaluation import mention_texts, new_name_recall, score
@@ -75,6 +76,7 @@ class TrainSettings:
     data_seed: int | None = None  # batch order, windows, rewrites and dropout (None: seed); runs that differ
     # only here start from the same weights, so they can be averaged into one model (soup.py)
     limit_train: int = 0  # use only the first N training sentences (0 = all); for quick runs
+    dedup: bool = False  # each distinct training sentence once per epoch, labelled as most of its copies (data/dedup.py)
     patience: int = 0  # stop after N epochs without a better selection score (0 = never)
     select: str = "valid"  # the score that picks the best epoch: a key of SELECT_SCORES
     context_share: float = 0.0  # share of training windows cut across consecutive sentences (see context_examples)
@@ -475,6 +477,9 @@ def train(
     train_s, valid_s = splits["train"], splits["valid"]
     if settings.limit_train:
         train_s = train_s[: settings.limit_train]
+    if settings.dedup:
+        train_s, dedup_report = unique_sentences(train_s)
+        say(f"[train] --dedup: {dedup_report.summary()}")
     labels = label_list([splits["train"], splits["valid"]])
 
     if model is None:
