@@ -89,13 +89,14 @@ def test_a_model_whose_tokenizer_adds_other_special_pieces_is_refused(tokenizer)
 def test_a_pooled_model_exports_and_matches_pytorch_at_other_shapes(head, how, tmp_path, tokenizer):
     from test_export import _assert_bundle_matches_pytorch
 
-    from ner_batch.export.build import build_bundle
+    from ner_batch.export.build import VARIANTS, build_bundle
 
     model = make_tiny_model(head, seed=7, word_pooling=how)
+    variants = VARIANTS if how == "mean" else ("fp32", "opt")  # the pooling product must survive quantization too
     manifest = build_bundle(tmp_path / "run", tmp_path / "bundle", model=model, tokenizer=tokenizer,
                             check_sentences=CHECK_SENTENCES, eval_split=("tiny", tiny_sentences(), [True, False]),
-                            variants=("fp32", "opt"), log=lambda m: None)
-    assert manifest["word_pooling"] == how
+                            variants=variants, log=lambda m: None)
+    assert manifest["word_pooling"] == how and sorted(manifest["variants"]) == sorted(variants)
     for variant in ("fp32", "opt"):
         _assert_bundle_matches_pytorch(tmp_path / "bundle", model, manifest, variant)
     # the pooling changes what the head reads: the same weights pooled by first pieces give other emissions

@@ -11,7 +11,6 @@ from ..encoding import WORD_POOLINGS
 from ..labels import validate_labels
 
 HEADS = ("softmax", "crf")
-
 CONFIG_FILE = "tagger.json"
 #: Beside no tagger.json, it makes a model directory an ensemble of saved taggers (models/ensemble.py).
 ENSEMBLE_FILE = "ensemble.json"
