@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import DNRTI, make_tiny_model, save_tiny_backbone, tiny_sentences, write_tiny_data
@@ -72,8 +73,6 @@ def test_the_cli_flag_reaches_the_settings_and_its_help_says_what_it_does(tmp_pa
 
 
 def test_dnrti_train_repeats_sentences():
-    import pytest
-
     from ner_batch.data.dnrti import load_split
 
     if not (DNRTI / "train.txt").is_file():
