@@ -38,7 +38,7 @@ CRF_SWAP_SEEDS ?= 13 14 15 16
 SOUP_ARGS ?= --recipe uniform
 TRAIN_THREADS ?= 0
 
-.PHONY: install test test-all train train-softmax train-crf export export-ensemble demo bench bench-ensembles bench-cuts bench-formats bench-text clean
+.PHONY: install test test-all train train-softmax train-crf export export-ensemble demo bench bench-ensembles bench-cuts bench-formats bench-text bench-pooling clean
 
 install: $(STAMP)
 
@@ -161,6 +161,11 @@ bench: install
 # writes bench/results/ensembles.{json,md} (make bench includes the same section in latest.*).
 bench-ensembles: install
 	$(PY) bench/run.py --data $(DATA) --sections ensembles --stem ensembles
+
+# Cost of `train --word-pooling mean`: each mean-pooled bundle in export/ beside the same weights exported
+# with first-piece pooling, interleaved rounds. Writes bench/results/pooling.{json,md}.
+bench-pooling: install
+	$(PY) bench/run.py --data $(DATA) --sections pooling --stem pooling
 
 # Issue 8's measurements: int8 (static) vs int8-dynamic speed, F1 whole / unseen / 20 sentences
 # joined, and entity changes under other cuts. Writes bench/results/cuts.{json,md}.

@@ -111,7 +111,7 @@ def markdown(result: dict[str, Any]) -> str:
         + (" Models: " + ", ".join(f"{h} `{v['run']}` / `{v['bundle']}`" for h, v in result["models"].items()) + "."
            if result.get("models") else ""),
     ]
-    main_rows = [r for r in rows if "sentences_per_s" in r and r["section"] not in ("scaling", "engines", "candidates", "markers", "ensembles")]
+    main_rows = [r for r in rows if "sentences_per_s" in r and r["section"] not in ("scaling", "engines", "candidates", "markers", "pooling", "ensembles")]
     if main_rows:  # a run of other sections only has none
         lines += ["", "| section | system | precision | sentences/s | word pieces/s | × best peer | test F1 | unseen F1 | F1, fed the words | padding |",
                   "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -161,6 +161,8 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{r['f1']} | {r['unseen_f1']} |" for r in cand]
     for section, what, ratio in (
         ("markers", "Shape markers (issue 10): each head's bundle without and with markers", "no markers"),
+        ("pooling", "Word pooling (issue 10): each bundle of a model trained with `--word-pooling mean` beside the same "
+                    "weights exported with first-piece pooling (the shipped models' pooling; F1 of those rows is not a model's)", "first piece"),
         ("ensembles", "Ensemble bundles (issue 10): each named ensemble bundle beside its head's default bundle", "default"),
     ):
         lines += _interleaved_table([r for r in rows if r["section"] == section], what, ratio)

@@ -14,8 +14,9 @@ precision measured in the same run, and that configuration's F1 on DNRTI test):
 * decoding alone: NumPy Viterbi against pytorch-crf's decode at batch 1, 32, 256;
 * the roofline: measured fp32 matmul GFLOP/s turned into the encoder's compute-bound tokens/s;
 * scaling: throughput and peak RSS at 1x, 10x and 100x corpus size, and the padding ratio;
-* markers and ensembles: bundles side by side in interleaved rounds (with and without shape
-  markers; each named ensemble bundle ``export/<head>-xN`` against its head's default).
+* markers, pooling and ensembles: bundles side by side in interleaved rounds (with and without
+  shape markers; a bundle trained with ``--word-pooling mean`` against the same weights read by
+  first pieces; each named ensemble bundle ``export/<head>-xN`` against its head's default).
 
 Writes ``bench/results/latest.json``, ``latest.md`` and ``latest.png`` (``--stem`` other names:
 ``make bench-ensembles`` writes ``ensembles.*``).
@@ -63,6 +64,8 @@ def shown(path: Path) -> str:
 class Data:
     def __init__(self, directory: Path, repeat: int, raw_mb: float):
         train, _ = load_split(directory, "train")
+        self.train = train
+        self.valid_tokens = [s.tokens for s in load_split(directory, "valid")[0]]
         self.test, _ = load_split(directory, "test")
         self.unseen = unseen_mask(self.test, train)
         self.test_tokens = [s.tokens for s in self.test]
@@ -303,6 +306,32 @@ class Bench:
             rows = self.interleaved(data, "markers", {f"{head} no markers": plain, f"{head} + shape markers": marked}, variant)
             ratio = rows[f"{head} + shape markers"]["speed_vs_no_markers"] = rows[f"{head} + shape markers"]["speed_vs_first"]
             log(f"markers   {head} {variant}: with markers at {ratio:.3f} of the plain speed")
+
+    def pooling(self, data: Data, bundle: Path) -> None:
+        """A bundle of a model trained with ``--word-pooling mean`` against its first-piece twin: the same
+        run's weights exported with first-piece pooling (pooling has no weights of its own, so the two
+        graphs differ only there), exported as ``make export`` exports (checked on valid, int8 scales
+        from train), opt and int8, side by side (see :meth:`interleaved`). The twin's F1 is that of
+        weights read in a way they were not trained for: its rows are for speed only."""
+        from ner_batch.export.build import build_bundle, calibration_sentences
+        from ner_batch.training.ensemble import load_runs
+
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        source = Path(manifest["source_run"])
+        source = source if source.is_absolute() else ROOT / source  # `make export` writes it relative to the project
+        model, tokenizer = load_runs([source])
+        model.config.word_pooling = "first"  # read at every forward: the twin's graph gathers first pieces
+        twin = self.tmp / f"{bundle.name}-first-twin"
+        build_bundle(source, twin, check_sentences=data.valid_tokens, calibration=calibration_sentences(data.train),
+                     variants=("fp32", "opt", "int8"), log=lambda m: None, model=model, tokenizer=tokenizer)
+        self.extra.setdefault("pooling", {})[bundle.name] = {
+            "source_run": shown(source), "word_pooling": manifest["word_pooling"],
+            "twin_word_pooling": json.loads((twin / "manifest.json").read_text())["word_pooling"]}
+        for variant in ("opt", "int8"):
+            rows = self.interleaved(data, "pooling", {f"{bundle.name} first-piece twin (speed only)": twin,
+                                                     f"{bundle.name} (mean pooling)": bundle}, variant)
+            ratio = list(rows.values())[-1]["speed_vs_first"]
+            log(f"pooling   {bundle.name} {variant}: mean pooling at {ratio:.3f} of first-piece pooling's speed")
 
     def ensembles(self, data: Data, default: Path, ensemble: Path, members: int) -> None:
         """A named ensemble bundle (export/<head>-xN, of ``members`` models) against the default bundle
@@ -660,7 +689,7 @@ def main(argv=None) -> int:
     ap.add_argument("--raw-mb", type=float, default=1.0, help="MB of raw text")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
     every = ["peers", "ner-batch", "crf", "decode", "roofline", "raw", "scaling", "engines", "startup", "profile", "candidates", "markers",
-             "ensembles"]
+             "pooling", "ensembles"]
     ap.add_argument("--sections", nargs="+", default=every)
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--stem", default="latest", help="file names of the results: OUT/STEM.{json,md,png}")
@@ -734,6 +763,15 @@ def main(argv=None) -> int:
                 log(f"markers: no {head} bundle pair with and without shape markers; skipped")
                 continue
             bench.markers(data, head, *pair)
+    if "pooling" in args.sections:
+        # The cost of `train --word-pooling mean` (issue 10): every mean-pooled bundle in export/ against
+        # its first-piece twin (built here from the same run), opt and int8.
+        manifests = {p.parent: json.loads(p.read_text()) for p in sorted(export.glob("*/manifest.json"))}
+        pooled = [b for b, m in manifests.items() if m.get("word_pooling") == "mean" and isinstance(m.get("source_run"), str)]
+        if not pooled:
+            log("pooling: no bundle of a model trained with --word-pooling mean in export/; skipped")
+        for bundle in pooled:
+            bench.pooling(data, bundle)
     if "ensembles" in args.sections:
         # Named ensemble bundles (export/<head>-xN, `make export-ensemble`) against their head's default.
         for head in ("softmax", "crf"):

@@ -275,3 +275,34 @@ def test_bench_soup_parts_scores_each_mixture_on_valid(tmp_path, tokenizer, caps
         measure(runs, tiny_splits(), own=[2])
     assert main([str(runs[0]), "--name", "x", "--out-dir", str(tmp_path / "r")]) == 2  # one run cannot be souped
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: expected at least 2 runs to average, got 1"
+
+
+@pytest.mark.skipif(not (DNRTI / "test.txt").is_file(), reason="needs DNRTI")
+def test_bench_pooling_section_times_a_mean_pooled_bundle_beside_its_first_piece_twin(tmp_path, tokenizer):
+    from conftest import CHECK_SENTENCES, make_tiny_model
+    from ner_batch.export.build import build_bundle
+
+    runs, export, out = tmp_path / "runs", tmp_path / "export", tmp_path / "results"
+    export.mkdir()
+    base = [sys.executable, str(ROOT / "bench" / "run.py"), "--runs", str(runs), "--export", str(export), "--data", str(DNRTI),
+            "--repeat", "1", "--repeats", "1", "--sections", "pooling", "--out", str(out)]
+    res = subprocess.run(base, capture_output=True, text=True, timeout=600)  # nothing mean-pooled: said, not an error
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "pooling: no bundle of a model trained with --word-pooling mean in export/; skipped" in res.stderr
+
+    model = make_tiny_model("crf", seed=7, word_pooling="mean")
+    model.save(runs / "crf-wpmean" / "best", tokenizer)
+    build_bundle(runs / "crf-wpmean", export / "crf-wpmean", model=model, tokenizer=tokenizer, check_sentences=CHECK_SENTENCES,
+                 variants=("fp32", "opt", "int8"), log=lambda m: None)
+    res = subprocess.run(base, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((out / "latest.json").read_text())
+    rows = [r for r in result["rows"] if r["section"] == "pooling"]
+    assert [r["system"] for r in rows] == [f"crf-wpmean {side}, ner-batch {v}, 1 worker" for v in ("opt", "int8")
+                                           for side in ("first-piece twin (speed only)", "(mean pooling)")]
+    assert rows[0]["word_pieces"] == rows[1]["word_pieces"] and rows[0]["speed_vs_first"] == 1.0 and rows[1]["speed_vs_first"] > 0
+    assert all(len(r["runs_s"]) == 5 for r in rows)
+    assert result["extra"]["pooling"]["crf-wpmean"] == {"source_run": str(runs / "crf-wpmean"), "word_pooling": "mean",
+                                                        "twin_word_pooling": "first"}
+    assert "Word pooling (issue 10)" in (out / "latest.md").read_text()
+    assert "| crf-wpmean (mean pooling), ner-batch int8, 1 worker | int8 |" in (out / "latest.md").read_text()
