@@ -58,6 +58,13 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def source_run(manifest: dict[str, Any]) -> Path:
+    """The run a one-model bundle was exported from (manifest ``source_run``; `make export` writes it
+    relative to the project)."""
+    source = Path(manifest["source_run"])
+    return source if source.is_absolute() else ROOT / source
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -317,8 +324,7 @@ class Bench:
         from ner_batch.training.ensemble import load_runs
 
         manifest = json.loads((bundle / "manifest.json").read_text())
-        source = Path(manifest["source_run"])
-        source = source if source.is_absolute() else ROOT / source  # `make export` writes it relative to the project
+        source = source_run(manifest)
         model, tokenizer = load_runs([source])
         model.config.word_pooling = "first"  # read at every forward: the twin's graph gathers first pieces
         twin = self.tmp / f"{bundle.name}-first-twin"
@@ -771,6 +777,9 @@ def main(argv=None) -> int:
         if not pooled:
             log("pooling: no bundle of a model trained with --word-pooling mean in export/; skipped")
         for bundle in pooled:
+            if not source_run(manifests[bundle]).is_dir():
+                log(f"pooling: {bundle.name}'s run {manifests[bundle]['source_run']} (manifest source_run) is not on this machine; skipped")
+                continue
             bench.pooling(data, bundle)
     if "ensembles" in args.sections:
         # Named ensemble bundles (export/<head>-xN, `make export-ensemble`) against their head's default.

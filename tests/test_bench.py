@@ -294,8 +294,12 @@ def test_bench_pooling_section_times_a_mean_pooled_bundle_beside_its_first_piece
     model.save(runs / "crf-wpmean" / "best", tokenizer)
     build_bundle(runs / "crf-wpmean", export / "crf-wpmean", model=model, tokenizer=tokenizer, check_sentences=CHECK_SENTENCES,
                  variants=("fp32", "opt", "int8"), log=lambda m: None)
+    (export / "crf-gone").mkdir()  # a bundle whose run is not on this machine (the twin needs its weights): said, skipped
+    gone = {**json.loads((export / "crf-wpmean" / "manifest.json").read_text()), "source_run": str(tmp_path / "elsewhere")}
+    (export / "crf-gone" / "manifest.json").write_text(json.dumps(gone))
     res = subprocess.run(base, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert f"pooling: crf-gone's run {tmp_path / 'elsewhere'} (manifest source_run) is not on this machine; skipped" in res.stderr
     result = json.loads((out / "latest.json").read_text())
     rows = [r for r in result["rows"] if r["section"] == "pooling"]
     assert [r["system"] for r in rows] == [f"crf-wpmean {side}, ner-batch {v}, 1 worker" for v in ("opt", "int8")
