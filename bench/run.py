@@ -72,7 +72,6 @@ class Data:
     def __init__(self, directory: Path, repeat: int, raw_mb: float):
         train, _ = load_split(directory, "train")
         self.train = train
-        self.valid_tokens = [s.tokens for s in load_split(directory, "valid")[0]]
         self.test, _ = load_split(directory, "test")
         self.unseen = unseen_mask(self.test, train)
         self.test_tokens = [s.tokens for s in self.test]
@@ -314,7 +313,7 @@ class Bench:
             ratio = rows[f"{head} + shape markers"]["speed_vs_no_markers"] = rows[f"{head} + shape markers"]["speed_vs_first"]
             log(f"markers   {head} {variant}: with markers at {ratio:.3f} of the plain speed")
 
-    def pooling(self, data: Data, bundle: Path) -> None:
+    def pooling(self, data: Data, bundle: Path, manifest: dict[str, Any]) -> None:
         """A bundle of a model trained with ``--word-pooling mean`` against its first-piece twin: the same
         run's weights exported with first-piece pooling (pooling has no weights of its own, so the two
         graphs differ only there), exported as ``make export`` exports (checked on valid, int8 scales
@@ -323,12 +322,12 @@ class Bench:
         from ner_batch.export.build import build_bundle, calibration_sentences
         from ner_batch.training.ensemble import load_runs
 
-        manifest = json.loads((bundle / "manifest.json").read_text())
         source = source_run(manifest)
+        valid, _ = load_split(data_dir(self.args.data), "valid")
         model, tokenizer = load_runs([source])
         model.config.word_pooling = "first"  # read at every forward: the twin's graph gathers first pieces
         twin = self.tmp / f"{bundle.name}-first-twin"
-        build_bundle(source, twin, check_sentences=data.valid_tokens, calibration=calibration_sentences(data.train),
+        build_bundle(source, twin, check_sentences=[v.tokens for v in valid], calibration=calibration_sentences(data.train),
                      variants=("fp32", "opt", "int8"), log=lambda m: None, model=model, tokenizer=tokenizer)
         self.extra.setdefault("pooling", {})[bundle.name] = {
             "source_run": shown(source), "word_pooling": manifest["word_pooling"],
@@ -559,7 +558,6 @@ class Bench:
         import onnxruntime as ort
 
         from ner_batch.batching import BatchSettings
-        from ner_batch.data.dnrti import load_split
         from ner_batch.export.build import INT8_REDUCE_RANGE, calibration_batches, calibration_sentences
         from ner_batch.export.variants import quantize_int8_static
         from ner_batch.runtime.bundle import Bundle
@@ -569,8 +567,7 @@ class Bench:
 
         b = Bundle.load(bundle)
         base = Tagger(b, "fp32", device="cpu", say=lambda m: None)
-        train, _ = load_split(data_dir(self.args.data), "train")
-        calib = calibration_batches(base.windower, calibration_sentences(train))
+        calib = calibration_batches(base.windower, calibration_sentences(data.train))
 
         def build(name: str, source: Path, **how) -> Path | None:
             out = self.tmp / f"cand-{name}.onnx"
@@ -780,7 +777,7 @@ def main(argv=None) -> int:
             if not source_run(manifests[bundle]).is_dir():
                 log(f"pooling: {bundle.name}'s run {manifests[bundle]['source_run']} (manifest source_run) is not on this machine; skipped")
                 continue
-            bench.pooling(data, bundle)
+            bench.pooling(data, bundle, manifests[bundle])
     if "ensembles" in args.sections:
         # Named ensemble bundles (export/<head>-xN, `make export-ensemble`) against their head's default.
         for head in ("softmax", "crf"):
