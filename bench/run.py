@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ def source_run(manifest: dict[str, Any]) -> Path:
 
 class Data:
     def __init__(self, directory: Path, repeat: int, raw_mb: float):
+        self.directory = directory
         train, _ = load_split(directory, "train")
         self.train = train
         self.test, _ = load_split(directory, "test")
@@ -87,6 +89,11 @@ class Data:
             k += 1
         self.raw_docs = docs
         self.raw_bytes = size
+
+    @cached_property
+    def valid_tokens(self) -> list[list[str]]:
+        """DNRTI valid's words, read on first use (only the sections that export a bundle need them)."""
+        return [s.tokens for s in load_split(self.directory, "valid")[0]]
 
     def f1(self, pred: list[list[str]]) -> dict[str, float]:
         r = score([s.labels for s in self.test], pred, self.unseen)
@@ -323,11 +330,10 @@ class Bench:
         from ner_batch.training.ensemble import load_runs
 
         source = source_run(manifest)
-        valid, _ = load_split(data_dir(self.args.data), "valid")
         model, tokenizer = load_runs([source])
         model.config.word_pooling = "first"  # read at every forward: the twin's graph gathers first pieces
         twin = self.tmp / f"{bundle.name}-first-twin"
-        build_bundle(source, twin, check_sentences=[v.tokens for v in valid], calibration=calibration_sentences(data.train),
+        build_bundle(source, twin, check_sentences=data.valid_tokens, calibration=calibration_sentences(data.train),
                      variants=("fp32", "opt", "int8"), log=lambda m: None, model=model, tokenizer=tokenizer)
         self.extra.setdefault("pooling", {})[bundle.name] = {
             "source_run": shown(source), "word_pooling": manifest["word_pooling"],
