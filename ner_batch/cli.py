@@ -187,6 +187,68 @@ def train(out_dir, data, threads, bidirectional, resume, stop_after, **kw) -> No
     click.echo(json.dumps({k: metrics[k] for k in ("best_epoch", "wall_seconds")}))
 
 
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Where the pre-trained backbone goes (a Hugging Face checkpoint with its tokenizer), e.g. "
+                   "runs/minilm-tapt; then `ner-batch train --backbone runs/minilm-tapt`.")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None, help=DATA_HELP)
+@click.option("--split", "splits", multiple=True, type=click.Choice(["train", "valid", "test"]), default=("train",),
+              show_default=True, help="Without INPUTS: the DNRTI splits whose words are the text (labels unused); "
+                                      "valid's masked-LM loss is reported each epoch unless valid is among them.")
+@click.option("--backbone", default="minilm", show_default=True,
+              help="'minilm' (offline, packaged all-MiniLM-L6-v2) or any Hugging Face masked LM name or local checkpoint path.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--mask-share", type=float, default=0.15, show_default=True, help="Share of each chunk's words masked.")
+@click.option("--max-length", type=int, default=128, show_default=True,
+              help="Word pieces per chunk; longer sentences are cut at word boundaries, nothing is dropped.")
+@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--threads", type=int, default=0, help="Torch threads (0: torch's default).")
+def pretrain(inputs, out_dir, data, splits, threads, **kw) -> None:
+    """Go on pre-training a backbone (masked LM, whole words) on CTI text before fine-tuning.
+
+    \b
+    INPUTS: files or directories of your own reports, read as `ner-batch tag` reads them
+    (text, JSONL, CoNLL; every 50th sentence held out for the loss report). Without
+    INPUTS: DNRTI's training sentences (--split), no labels used.
+    \b
+      ner-batch pretrain --out runs/minilm-tapt            # DNRTI train text
+      ner-batch pretrain reports/ --out runs/minilm-cti     # your corpus
+      ner-batch train --head crf --backbone runs/minilm-tapt --out runs/crf-tapt
+    """
+    import torch
+
+    from .training.pretrain import PretrainSettings, corpus_sentences, pretrain as run_pretrain
+    from .pipeline.inputs import InputError
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        settings = PretrainSettings(**kw)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    note = lambda m: click.echo(m, err=True)  # noqa: E731
+    try:
+        if inputs:
+            text = list(corpus_sentences(inputs, note))
+            held, sentences = text[::50], [s for i, s in enumerate(text) if i % 50]
+            source = f"{len(inputs)} input(s)"
+        else:
+            from .data.dnrti import data_dir, load_split
+
+            directory = data_dir(data)
+            sentences = [s.tokens for split in splits for s in load_split(directory, split)[0]]
+            held = [] if "valid" in splits else [s.tokens for s in load_split(directory, "valid")[0]]
+            source = f"DNRTI {'+'.join(splits)} at {directory}"
+        meta = run_pretrain(settings, sentences, held, out_dir, source=source, log=note)
+    except (InputError, FileExistsError, FileNotFoundError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"epochs": settings.epochs, "wall_seconds": round(meta["wall_seconds"], 1),
+                           "held_out_loss": meta["history"][-1]["held_out_loss"]}))
+
+
 def _model_job(threads: int, job):
     """Run a job on trained models (soup, calibrate) with ``threads`` torch threads (0: torch's
     default); a run that is not one, or missing data, is one line."""
