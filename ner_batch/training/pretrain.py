@@ -258,7 +258,7 @@ def pretrain(settings: PretrainSettings, sentences: Sequence[Sequence[str]], hel
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            total += float(loss) * len(picked)
+            total += loss.item() * len(picked)
             count += len(picked)
             bar.set_postfix(loss=f"{total / count:.4f}")
         bar.close()
