@@ -239,8 +239,12 @@ def pretrain(inputs, out_dir, data, splits, threads, **kw) -> None:
             from .data.dnrti import data_dir, load_split
 
             directory = data_dir(data)
-            sentences = [s.tokens for split in splits for s in load_split(directory, split)[0]]
-            held = [] if "valid" in splits else [s.tokens for s in load_split(directory, "valid")[0]]
+            read = {}
+            for split in dict.fromkeys([*splits, "valid"]):
+                read[split], report = load_split(directory, split)
+                note(f"[{split}] {report.summary()}")
+            sentences = [s.tokens for split in splits for s in read[split]]
+            held = [] if "valid" in splits else [s.tokens for s in read["valid"]]
             source = f"DNRTI {'+'.join(splits)} at {directory}"
         meta = run_pretrain(settings, sentences, held, out_dir, source=source, log=note)
     except (InputError, FileExistsError, FileNotFoundError, ValueError, OSError) as exc:

@@ -88,6 +88,7 @@ def test_pretrain_writes_a_backbone_that_train_and_the_loader_take(tmp_path, tin
     res = CliRunner().invoke(main, ["pretrain", "--data", str(data), "--backbone", str(tiny_backbone), "--out", str(out),
                                     "--epochs", "6", "--lr", "3e-3", "--batch-size", "2", "--threads", "1"])
     assert res.exit_code == 0, res.output
+    assert "[train] " in res.output and "[valid] " in res.output  # the reader's repair reports
     meta = json.loads((out / "pretrain.json").read_text())
     losses = [e["held_out_loss"] for e in meta["history"]]
     assert len(losses) == 7 and losses[-1] < losses[0]  # valid here repeats train's sentences: it must learn them
