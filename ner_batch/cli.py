@@ -234,6 +234,8 @@ def pretrain(inputs, out_dir, data, splits, threads, **kw) -> None:
         if inputs:
             text = list(corpus_sentences(inputs, note))
             held, sentences = text[::50], [s for i, s in enumerate(text) if i % 50]
+            if not sentences:  # one sentence alone is trained on, not held out
+                held, sentences = [], text
             source = f"{len(inputs)} input(s)"
         else:
             from .data.dnrti import data_dir, load_split

@@ -116,6 +116,13 @@ def test_pretrain_reads_a_corpus_and_skips_what_it_cannot_read(tmp_path, tiny_ba
     assert "skipped" in res.output and "Traceback" not in res.output
     meta = json.loads((tmp_path / "o" / "pretrain.json").read_text())
     assert meta["chunks"] == 2 and meta["held_out_chunks"] == 1  # three sentences: the first held out
+    one = tmp_path / "one.txt"
+    one.write_text("Sofacy used Zebrocy.")
+    res = CliRunner().invoke(main, ["pretrain", str(one), "--backbone", str(tiny_backbone), "--out", str(tmp_path / "o1"),
+                                    "--epochs", "1", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "o1" / "pretrain.json").read_text())
+    assert meta["chunks"] == 1 and meta["held_out_chunks"] == 0 and meta["history"][-1]["held_out_loss"] is None
 
 
 @pytest.mark.parametrize("args, message", [
