@@ -249,8 +249,8 @@ def pretrain(inputs, out_dir, data, splits, threads, **kw) -> None:
             held = [] if "valid" in splits else [s.tokens for s in read["valid"]]
             source = f"DNRTI {'+'.join(splits)} at {directory}"
         meta = run_pretrain(settings, sentences, held, out_dir, source=source, log=note)
-    except (InputError, FileExistsError, FileNotFoundError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (InputError, FileExistsError, FileNotFoundError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError:
+        raise click.ClickException(str(exc)) from None  # a backbone without a fast tokenizer, minilm's package missing
     click.echo(json.dumps({"epochs": settings.epochs, "wall_seconds": round(meta["wall_seconds"], 1),
                            "held_out_loss": meta["history"][-1]["held_out_loss"]}))
 

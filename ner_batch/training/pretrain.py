@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..models.backbone import resolve_backbone
+from ..models.backbone import load_tokenizer, resolve_backbone
+from .trainer import NO_DECAY, set_seed
 
 #: Mask token / random piece / kept, per masked word (BERT's 80/10/10).
 REPLACE_SHARES = (0.8, 0.1, 0.1)
@@ -67,7 +68,7 @@ class PretrainSettings:
 class Chunk:
     """One training sequence: word pieces (no special tokens) and the word each belongs to."""
     ids: list[int]
-    words: list[int]  # shape: (len(ids),) word index within the chunk, non-decreasing
+    words: list[int]  # shape: (len(ids),) each piece's word, its index in the sentence, non-decreasing
 
 
 def chunk_sentences(tokenizer, sentences: Iterable[Sequence[str]], max_length: int) -> list[Chunk]:
@@ -80,18 +81,16 @@ def chunk_sentences(tokenizer, sentences: Iterable[Sequence[str]], max_length: i
         words = [w for w in words if w.strip()]
         if not words:
             continue
-        enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
-        ids, owners = enc["input_ids"], enc.word_ids()
+        enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+        owners = enc.word_ids()
         size = Counter(owners)  # pieces per word
         current = Chunk([], [])
-        for start in range(len(ids)):
-            w = owners[start]
-            whole = size[w]
-            fresh = not current.ids or current.words[-1] != w  # this piece begins a word
-            if fresh and current.ids and len(current.ids) + whole > room or len(current.ids) >= room:
+        for piece, w in zip(enc["input_ids"], owners):
+            begins_word = current.ids and current.words[-1] != w
+            if begins_word and len(current.ids) + size[w] > room or len(current.ids) >= room:
                 chunks.append(current)
                 current = Chunk([], [])
-            current.ids.append(ids[start])
+            current.ids.append(piece)
             current.words.append(w)
         if current.ids:
             chunks.append(current)
@@ -189,14 +188,13 @@ def pretrain(settings: PretrainSettings, sentences: Sequence[Sequence[str]], hel
 
     Raises FileExistsError when ``out`` already holds a model, ValueError when there is no text."""
     from tqdm import tqdm
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoModelForMaskedLM, get_linear_schedule_with_warmup
 
     out = Path(out)
     if (out / "config.json").exists():
         raise FileExistsError(f"expected an empty --out, found a model in {out}; choose another --out or remove it")
-    random.seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(settings.backbone), use_fast=True)
+    set_seed(settings.seed)
+    tokenizer = load_tokenizer(settings.backbone)  # fast: chunking needs each piece's word
     mask_id, cls_id, sep_id, pad_id = _special_ids(tokenizer)
     avoid = frozenset(tokenizer.all_special_ids)
     chunks = chunk_sentences(tokenizer, sentences, settings.max_length)
@@ -207,11 +205,10 @@ def pretrain(settings: PretrainSettings, sentences: Sequence[Sequence[str]], hel
     held_rows = [mask_words(c, fixed, settings.mask_share, mask_id, len(tokenizer), avoid) for c in held]
 
     model = AutoModelForMaskedLM.from_pretrained(resolve_backbone(settings.backbone))
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([
-        {"params": [p for n, p in named if not any(k in n for k in no_decay)], "weight_decay": settings.weight_decay},
-        {"params": [p for n, p in named if any(k in n for k in no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not any(k in n for k in NO_DECAY)], "weight_decay": settings.weight_decay},
+        {"params": [p for n, p in named if any(k in n for k in NO_DECAY)], "weight_decay": 0.0},
     ], lr=settings.lr)
     steps = settings.epochs * math.ceil(len(chunks) / settings.batch_size)
     sched = get_linear_schedule_with_warmup(opt, int(settings.warmup * steps), steps)

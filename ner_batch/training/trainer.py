@@ -145,6 +145,10 @@ class Example:
     tags: list[int]
 
 
+#: Parameters whose name holds one of these take no weight decay (biases, layer norms).
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -360,7 +364,6 @@ def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int
     that decay at that rate, toward their start once :class:`StartAnchor` pulls after each step."""
     from transformers import get_linear_schedule_with_warmup
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     own_name = encoder_names(model)
     depths = encoder_depths(list(own_name.values())) if settings.layer_decay < 1.0 else {}
@@ -372,7 +375,7 @@ def build_optimizer(model: WordTagger, settings: TrainSettings, total_steps: int
             lr = settings.lr * settings.layer_decay ** depths.get(own_name[name], 0)
         else:
             lr = settings.head_lr
-        decay = not any(nd in name for nd in no_decay) and p is not held
+        decay = not any(nd in name for nd in NO_DECAY) and p is not held
         anchored = decay and name in own_name and settings.start_decay > 0.0
         groups.setdefault((lr, decay, anchored), []).append(p)
     param_groups = [
