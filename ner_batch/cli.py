@@ -369,6 +369,10 @@ def calibrate(run_dirs, out_dir, data, grid, select, per_type, type_grid, folds,
 @click.option("--join", type=click.IntRange(1), default=1, show_default=True,
               help="Tag N consecutive sentences joined into one sequence, with no boundary the tagger can see (as a "
                    "whole pre-tokenized document is tagged), then score each sentence as usual.")
+@click.option("--neighbours", type=click.IntRange(0), default=0, show_default=True,
+              help="Read each sentence with up to N word pieces of the sentences before it and N of those after it "
+                   "(whole words; DNRTI's splits keep their reports' order), as a sentence sits in its report; only its "
+                   "own words are labelled and scored (--against is read the same way). 0: each sentence alone.")
 @click.option("--confusions", is_flag=True,
               help="Print the whole span-level type confusion table (which gold type got which predicted type); "
                    "without it, only the largest confusions. --json always has the table.")
@@ -386,8 +390,8 @@ def calibrate(run_dirs, out_dir, data, grid, select, per_type, type_grid, folds,
                    "what the model reads from the context rather than the name. Scores above stay the original's.")
 @click.option("--swap-seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seed of the names drawn by --swap-names.")
-def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict, join, confusions, against, rounds,
-             swap_mode, swap_seed) -> None:
+def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict, join, neighbours, confusions, against,
+             rounds, swap_mode, swap_seed) -> None:
     """seqeval precision / recall / F1 (micro and per type) of a run or a bundle on a split,
     and on its "unseen" part (sentences whose tokens do not occur in train), with bootstrap
     intervals; exact-span recall on new names (mentions whose text is no mention in train) and
@@ -407,6 +411,9 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     tokens = [s.tokens for s in sents]
     if bool(run_dirs) == (bundle_dir is not None):
         raise click.UsageError("give --run DIR (one or more) or --bundle DIR, not both and not neither")
+    if neighbours and (join > 1 or swap_mode is not None):
+        raise click.UsageError(f"--neighbours reads each sentence with the ones around it; give it without "
+                               f"{'--join' if join > 1 else '--swap-names'}")
     if against is not None and not Path(against).is_dir():
         raise click.ClickException(f"expected a run directory or a bundle at --against {against}, found nothing")
     renamed: list[list[str]] = []
@@ -427,20 +434,22 @@ def evaluate(run_dirs, bundle_dir, variant, device, data, split, as_json, strict
     joined = joins(tokens)
     # one pass tags the split and, for the probe, its renamed copy (same joins, never across the two)
     pred, known, source = _predict_split([Path(r) for r in run_dirs], bundle_dir, variant, device,
-                                         joined + joins(renamed), tokens + renamed)
+                                         joined + joins(renamed), tokens + renamed, neighbours)
     pred, pred_renamed = pred[: len(tokens)], pred[len(tokens) :]
     if join > 1:
         source += f", {join} sentences per sequence"
+    if neighbours:
+        source += f", {neighbours} word pieces of the neighbouring sentences on each side"
     gold = [s.labels for s in sents]
     mask = unseen_mask(sents, train_sents)
-    result = {"split": split, "join": join, **score(gold, pred, mask)}
+    result = {"split": split, "join": join, "neighbours": neighbours, **score(gold, pred, mask)}
     from .runtime.bundle import MANIFEST
 
     other = None
     against_bundle = against is not None and (Path(against) / MANIFEST).is_file()
     if against is not None:
         runs, bundle = ([], against) if against_bundle else ([Path(against)], None)
-        other, _, other_source = _predict_split(runs, bundle, variant, device, joined, tokens)
+        other, _, other_source = _predict_split(runs, bundle, variant, device, joined, tokens, neighbours)
         result["against"] = {"source": other_source, **score(gold, other, mask)}
     if rounds:
         result["bootstrap"] = bootstrap(span_counts(gold, pred), mask if any(mask) else None,
@@ -495,24 +504,25 @@ def _load(directory, split, strict):
     return sents, report
 
 
-def _predict_split(run_dirs: list[Path], bundle_dir, variant: str, device: str, joined, tokens):
-    """Predicted labels per sentence of ``tokens`` (tagged as the sequences ``joined``), the
-    labels the tagger knows, and a name for it: from runs (PyTorch) or a bundle (ONNX)."""
+def _predict_split(run_dirs: list[Path], bundle_dir, variant: str, device: str, joined, tokens, neighbours: int = 0):
+    """Predicted labels per sentence of ``tokens`` (tagged as the sequences ``joined``, each read
+    with ``neighbours`` word pieces of those around it), the labels the tagger knows, and a name
+    for it: from runs (PyTorch) or a bundle (ONNX)."""
     if run_dirs:
-        pred, known = _predict_runs(run_dirs, joined)
+        pred, known = _predict_runs(run_dirs, joined, neighbours)
         source = f"run {run_dirs[0]}" if len(run_dirs) == 1 else f"ensemble of {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})"
     else:
         from .cpu import describe
 
         tagger = _tagger(bundle_dir, variant, device)
-        pred, known = [w.labels for w in tagger.tag_words(joined)], set(tagger.labels)
+        pred, known = [w.labels for w in tagger.tag_words(joined, neighbours)], set(tagger.labels)
         source = f"bundle {bundle_dir} ({variant}, {tagger.model.device})"
         click.echo(f"measured on this machine's CPU: {describe()}", err=True)
     flat = iter([label for labels in pred for label in labels])
     return [[next(flat) for _ in s] for s in tokens], known, source  # back to one list per sentence
 
 
-def _predict_runs(run_dirs: list[Path], tokens):
+def _predict_runs(run_dirs: list[Path], tokens, neighbours: int = 0):
     """Labels of every sequence of ``tokens`` from one run (or saved ensemble), or the output
     ensemble of several; and the labels the model knows."""
     from .training.ensemble import load_runs
@@ -522,7 +532,7 @@ def _predict_runs(run_dirs: list[Path], tokens):
         model, tokenizer = load_runs(run_dirs)
     except (FileNotFoundError, ValueError) as exc:  # RunError is a ValueError
         raise click.ClickException(str(exc)) from None
-    return predict_tokens(model, model.config.windower(tokenizer), tokens), set(model.config.labels)
+    return predict_tokens(model, model.config.windower(tokenizer), tokens, neighbours), set(model.config.labels)
 
 
 def _tagger(bundle_dir, variant: str, device: str, threads: int = 0):

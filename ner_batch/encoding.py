@@ -168,11 +168,34 @@ class Windower:
             out.append(pieces)
         return out
 
-    def windows(self, sentences: Sequence[Sequence[str]]) -> list[Window]:
-        """All windows of all sentences, in order (sentence, then word position)."""
+    def windows(self, sentences: Sequence[Sequence[str]], neighbours: int = 0) -> list[Window]:
+        """All windows of all sentences, in order (sentence, then word position).
+
+        With ``neighbours > 0`` the sentences are read as consecutive text: a sentence that
+        fits in one window also gets up to ``neighbours`` word pieces of whole words from the
+        sentences before it and as many from those after it (fewer when the window is full),
+        which it does not own; its window's ``word_start`` is then negative (words before the
+        sentence) and ``word_end`` beyond its length. A longer sentence is split as usual.
+        """
+        if neighbours < 0:
+            raise ValueError(f"expected neighbours >= 0 word pieces, got {neighbours}")
+        all_pieces = self.word_pieces(sentences)
         result: list[Window] = []
-        for si, pieces in enumerate(self.word_pieces(sentences)):
-            result.extend(self.split(si, pieces))
+        for si, pieces in enumerate(all_pieces):
+            size = sum(len(p) for p in pieces)
+            if neighbours == 0 or size > self.budget or not pieces:
+                result.extend(self.split(si, pieces))
+                continue
+            room = min(neighbours, (self.budget - size) // 2)
+            before = _edge_words(all_pieces[si - 1 :: -1] if si else [], room, reverse=True)
+            after = _edge_words(all_pieces[si + 1 :], room, reverse=False)
+            ids = list(self.prefix)
+            index: list[int] = []
+            for p in [*before, *pieces, *after]:
+                index.append(len(ids))
+                ids.extend(p)
+            ids.extend(self.suffix)
+            result.append(Window(si, -len(before), len(pieces) + len(after), ids, index, 0, len(pieces)))
         return result
 
     def split(self, sentence: int, pieces: Sequence[Sequence[int]]) -> list[Window]:
@@ -239,6 +262,21 @@ class Windower:
             word_index[i, : w.n_words] = w.word_index
             word_mask[i, : w.n_words] = 1
         return Batch(input_ids, attention, word_index, word_mask, list(windows))
+
+
+def _edge_words(sentences: Sequence[Sequence[Sequence[int]]], limit: int, *, reverse: bool) -> list[Sequence[int]]:
+    """Whole words' pieces next to a sentence, at most ``limit`` pieces in all: from the start of
+    ``sentences`` (the following ones), or with ``reverse`` from the end of each (the preceding
+    ones, nearest first); returned in reading order."""
+    taken: list[Sequence[int]] = []
+    used = 0
+    for pieces in sentences:
+        for p in (reversed(pieces) if reverse else pieces):
+            if used + len(p) > limit:
+                return taken[::-1] if reverse else taken
+            taken.append(p)
+            used += len(p)
+    return taken[::-1] if reverse else taken
 
 
 def _assign_owners(windows: Sequence[Window], n: int, n_prefix: int, n_suffix: int) -> None:

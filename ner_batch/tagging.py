@@ -85,9 +85,11 @@ class SentenceTagger:
     def labels(self) -> list[str]:
         return self.decoder.labels
 
-    def plan(self, sentences: Sequence[Sequence[str]]) -> Plan:
-        """Tokenize, window and batch (no model call: this part can run ahead on another thread)."""
-        windows = self.windower.windows(sentences) if sentences else []
+    def plan(self, sentences: Sequence[Sequence[str]], neighbours: int = 0) -> Plan:
+        """Tokenize, window and batch (no model call: this part can run ahead on another thread).
+        ``neighbours``: word pieces of the sentences around each one it also reads (see
+        :meth:`~ner_batch.encoding.Windower.windows`)."""
+        windows = self.windower.windows(sentences, neighbours) if sentences else []
         batches = [(idx, self.windower.collate([windows[i] for i in idx]))
                    for idx in plan_batches(windows, self.batching.token_budget, self.batching.max_batch)]
         return Plan([len(s) for s in sentences], windows, batches)
@@ -124,5 +126,5 @@ class SentenceTagger:
         stats.word_pieces += sum(w.n_tokens for w in plan.windows)
         return emissions
 
-    def tag(self, sentences: Sequence[Sequence[str]], stats: TagStats | None = None) -> list[SentenceTags]:
-        return self.run(self.plan(sentences), stats)
+    def tag(self, sentences: Sequence[Sequence[str]], stats: TagStats | None = None, neighbours: int = 0) -> list[SentenceTags]:
+        return self.run(self.plan(sentences, neighbours), stats)

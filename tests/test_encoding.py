@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,34 @@ def test_collate_pads_right(windower):
     assert batch.word_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch.input_ids.dtype == np.int64
     assert abs(batch.padding_ratio - 0.2) < 1e-9
+
+
+def test_neighbours_add_whole_words_of_the_sentences_around_and_own_only_the_sentence(tokenizer):
+    windower = Windower(tokenizer.backend_tokenizer, max_length=40, overlap=8)
+    sentences = [["APT28", "used", "X-Agent", "."], [], ["The", "Lazarus", "group", "deployed", "it"], ["ok"],
+                 [f"malware{i}" for i in range(30)], ["Turla", "again", "."]]
+    pieces = windower.word_pieces(sentences)
+    assert windower.windows(sentences, 0) == windower.windows(sentences)
+    windows = windower.windows(sentences, 6)
+    long = windower.windows([sentences[4]])
+    assert len(long) > 1 and [w for w in windows if w.sentence == 4] == [
+        dataclasses.replace(w, sentence=4) for w in long]  # too long for one window: split as before, no neighbours
+    flat = [(si, j) for si, p in enumerate(pieces) for j in range(len(p))]  # every word of the text, in order
+    for w in (w for w in windows if w.sentence != 4):
+        si, n = w.sentence, len(sentences[w.sentence])
+        assert (w.own_start, w.own_end) == (0, n) and w.word_start <= 0 and w.word_end >= n and w.n_tokens <= 40
+        at = flat.index((si, 0))
+        words = flat[at + w.word_start : at + w.word_end]  # the window's words: neighbours, the sentence, neighbours
+        expected = windower.prefix + [t for s, j in words for t in pieces[s][j]] + windower.suffix
+        assert w.input_ids == expected
+        size = [len(pieces[s][j]) for s, j in words]
+        before, after = sum(size[: -w.word_start]), sum(size[-w.word_start + n :])
+        assert before <= 6 and after <= 6
+        if at + w.word_start > 0:  # stopped short: the next word back would pass the limit
+            assert before + len(pieces[flat[at + w.word_start - 1][0]][flat[at + w.word_start - 1][1]]) > 6
+        if at + w.word_end < len(flat):  # and so would the next word on
+            assert after + len(pieces[flat[at + w.word_end][0]][flat[at + w.word_end][1]]) > 6
+    assert [w.sentence for w in windows if w.sentence != 4] == [0, 2, 3, 5]  # the empty sentence has no window
+    assert windows[0].word_start == 0 and windows[-1].word_end == len(sentences[-1])  # the text's own ends
+    with pytest.raises(ValueError, match="expected neighbours >= 0 word pieces, got -1"):
+        windower.windows(sentences, -1)

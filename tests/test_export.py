@@ -258,6 +258,37 @@ def test_evaluate_a_bundle_with_joined_sentences(tmp_path, tiny_bundles):
     assert res.exit_code == 2 and "--join" in res.output
 
 
+def test_evaluate_reads_sentences_with_their_neighbours_from_a_bundle_and_a_run_alike(tmp_path, tiny_bundles, tokenizer):
+    from click.testing import CliRunner
+
+    from conftest import TINY_SENTENCES, write_tiny_data
+    from ner_batch.cli import main
+
+    data = write_tiny_data(tmp_path / "data", TINY_SENTENCES * 4)
+    bundle, run = tiny_bundles["crf"][0], tmp_path / "run"
+    tiny_bundles["crf"][1].save(run / "best", tokenizer)  # the bundle's own model as a run
+    runner = CliRunner()
+    base = ["evaluate", "--device", "cpu", "--data", str(data), "--json", "--bootstrap", "0"]
+    out = {}
+    for source in (["--bundle", str(bundle)], ["--run", str(run)]):
+        for n in (0, 16):
+            res = runner.invoke(main, base + source + ["--neighbours", str(n)])
+            assert res.exit_code == 0, res.output
+            out[source[0], n] = json.loads(res.output.strip().splitlines()[-1])
+            assert out[source[0], n]["neighbours"] == n and out[source[0], n]["sentences"] == 8
+    for n in (0, 16):  # ONNX and PyTorch read the neighbours the same way
+        assert [out["--bundle", n][k] for k in ("f1", "accuracy")] == pytest.approx([out["--run", n][k] for k in ("f1", "accuracy")])
+    for source in ("--bundle", "--run"):  # and the neighbours change what the (random) model tags
+        assert out[source, 16]["accuracy"] != out[source, 0]["accuracy"]
+    res = runner.invoke(main, ["evaluate", "--bundle", str(bundle), "--data", str(data), "--neighbours", "8", "--join", "3"])
+    assert res.exit_code == 2 and "--neighbours reads each sentence with the ones around it; give it without --join" in res.output
+    res = runner.invoke(main, ["evaluate", "--bundle", str(bundle), "--data", str(data), "--neighbours", "8",
+                               "--swap-names", "synthetic"])
+    assert res.exit_code == 2 and "give it without --swap-names" in res.output
+    res = runner.invoke(main, ["evaluate", "--bundle", str(bundle), "--data", str(data), "--neighbours", "-1"])
+    assert res.exit_code == 2 and "--neighbours" in res.output
+
+
 
 @pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "sub/model.onnx", "..", ""])
 def test_manifest_paths_outside_the_bundle_are_refused(tiny_bundles, tmp_path, name):

@@ -86,3 +86,16 @@ def test_empty_input_and_empty_sentence(small_windower):
     assert tagger.tag([]) == []
     [empty, one] = tagger.tag([[], ["w"]])
     assert empty.labels == [] and one.labels == ["O"]
+
+
+def test_neighbours_leave_a_context_free_model_unchanged_and_move_sentence_edges_off_window_edges(small_windower):
+    sentences = [["Lazarus", "Group", "Alpha", "used", "it"], ["then", "Alpha"], [], ["w1", "Lazarus", "w2", "w3"]]
+    plain = SentenceTagger(small_windower, context_free_emitter(small_windower, {"lazarus": 1, "alpha": 2}), Decoder(LABELS))
+    assert [r.labels for r in plain.tag(sentences, neighbours=6)] == [r.labels for r in plain.tag(sentences)]
+    # a model that tags B-Tool at window edges: alone, every sentence's first and last word sit at one
+    edgy = SentenceTagger(small_windower, context_free_emitter(small_windower, {}, mark_edges=True), Decoder(LABELS))
+    assert all(r.labels[0] == r.labels[-1] == "B-Tool" for r in edgy.tag(sentences) if r.labels)
+    read = edgy.tag(sentences, neighbours=6)
+    assert [len(r.labels) for r in read] == [5, 2, 0, 4]  # each sentence's own words only
+    assert read[0].labels == ["B-Tool", "O", "O", "O", "O"]  # the text's own first word keeps its edge
+    assert read[1].labels == ["O", "O"] and read[3].labels == ["O", "O", "O", "B-Tool"]

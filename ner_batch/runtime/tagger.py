@@ -48,9 +48,10 @@ class Tagger(SentenceTagger):
             if note:
                 say(note)
 
-    def tag_words(self, sentences: Sequence[Sequence[str]]) -> list[SentenceTags]:
-        """Labels and confidences for pre-split sentences."""
-        return self.tag(sentences)
+    def tag_words(self, sentences: Sequence[Sequence[str]], neighbours: int = 0) -> list[SentenceTags]:
+        """Labels and confidences for pre-split sentences (with ``neighbours``, read as
+        consecutive text: see :meth:`~ner_batch.encoding.Windower.windows`)."""
+        return self.tag(sentences, neighbours=neighbours)
 
 
 def cpu_mismatch(bundle: Bundle, variant: str) -> str:

@@ -241,9 +241,10 @@ def sentence_tagger(model: WordTagger, windower: Windower) -> SentenceTagger:
     return SentenceTagger(windower, emit, Decoder(model.config.labels, model.decoder_params() or None))
 
 
-def predict_tokens(model: WordTagger, windower: Windower, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+def predict_tokens(model: WordTagger, windower: Windower, sentences: Sequence[Sequence[str]],
+                   neighbours: int = 0) -> list[list[str]]:
     """Predicted labels for pre-split sentences with a PyTorch model."""
-    return [t.labels for t in sentence_tagger(model, windower).tag(sentences)]
+    return [t.labels for t in sentence_tagger(model, windower).tag(sentences, neighbours=neighbours)]
 
 
 class InitError(ValueError):
