@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -187,8 +187,8 @@ class Windower:
                 result.extend(self.split(si, pieces))
                 continue
             room = min(neighbours, (self.budget - size) // 2)
-            before = _edge_words(all_pieces[si - 1 :: -1] if si else [], room, reverse=True)
-            after = _edge_words(all_pieces[si + 1 :], room, reverse=False)
+            before = _edge_words((all_pieces[j] for j in range(si - 1, -1, -1)), room, reverse=True)  # nearest first
+            after = _edge_words((all_pieces[j] for j in range(si + 1, len(all_pieces))), room, reverse=False)
             ids = list(self.prefix)
             index: list[int] = []
             for p in [*before, *pieces, *after]:
@@ -264,10 +264,10 @@ class Windower:
         return Batch(input_ids, attention, word_index, word_mask, list(windows))
 
 
-def _edge_words(sentences: Sequence[Sequence[Sequence[int]]], limit: int, *, reverse: bool) -> list[Sequence[int]]:
+def _edge_words(sentences: Iterable[Sequence[Sequence[int]]], limit: int, *, reverse: bool) -> list[Sequence[int]]:
     """Whole words' pieces next to a sentence, at most ``limit`` pieces in all: from the start of
     ``sentences`` (the following ones), or with ``reverse`` from the end of each (the preceding
-    ones, nearest first); returned in reading order."""
+    ones, nearest first); returned in reading order. Reads only as many sentences as it needs."""
     taken: list[Sequence[int]] = []
     used = 0
     for pieces in sentences:
