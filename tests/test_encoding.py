@@ -102,5 +102,7 @@ def test_neighbours_add_whole_words_of_the_sentences_around_and_own_only_the_sen
             assert after + len(pieces[flat[at + w.word_end][0]][flat[at + w.word_end][1]]) > 6
     assert [w.sentence for w in windows if w.sentence != 4] == [0, 2, 3, 5]  # the empty sentence has no window
     assert windows[0].word_start == 0 and windows[-1].word_end == len(sentences[-1])  # the text's own ends
+    huge = windower.windows(sentences, 10**9)  # each side gets at most half the room the sentence leaves
+    assert all(w.n_tokens <= 40 for w in huge) and huge == windower.windows(sentences, windower.budget // 2)
     with pytest.raises(ValueError, match="expected neighbours >= 0 word pieces, got -1"):
         windower.windows(sentences, -1)
