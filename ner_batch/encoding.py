@@ -180,22 +180,20 @@ class Windower:
         if neighbours < 0:
             raise ValueError(f"expected neighbours >= 0 word pieces, got {neighbours}")
         all_pieces = self.word_pieces(sentences)
+        if not neighbours:
+            return [w for si, pieces in enumerate(all_pieces) for w in self.split(si, pieces)]
         result: list[Window] = []
         for si, pieces in enumerate(all_pieces):
             size = sum(len(p) for p in pieces)
-            if neighbours == 0 or size > self.budget or not pieces:
+            if size > self.budget or not pieces:
                 result.extend(self.split(si, pieces))
                 continue
-            room = min(neighbours, (self.budget - size) // 2)
+            room = min(neighbours, (self.budget - size) // 2)  # so that all of it fits in one window
             before = _edge_words((all_pieces[j] for j in range(si - 1, -1, -1)), room, reverse=True)  # nearest first
             after = _edge_words((all_pieces[j] for j in range(si + 1, len(all_pieces))), room, reverse=False)
-            ids = list(self.prefix)
-            index: list[int] = []
-            for p in [*before, *pieces, *after]:
-                index.append(len(ids))
-                ids.extend(p)
-            ids.extend(self.suffix)
-            result.append(Window(si, -len(before), len(pieces) + len(after), ids, index, 0, len(pieces)))
+            w = self.window(si, 0, [*before, *pieces, *after], self.budget)
+            result.append(dataclasses.replace(w, word_start=-len(before), word_end=len(pieces) + len(after),
+                                              own_start=0, own_end=len(pieces)))
         return result
 
     def split(self, sentence: int, pieces: Sequence[Sequence[int]]) -> list[Window]:
@@ -270,12 +268,11 @@ def _edge_words(sentences: Iterable[Sequence[Sequence[int]]], limit: int, *, rev
     ones, nearest first); returned in reading order. Reads only as many sentences as it needs."""
     taken: list[Sequence[int]] = []
     used = 0
-    for pieces in sentences:
-        for p in (reversed(pieces) if reverse else pieces):
-            if used + len(p) > limit:
-                return taken[::-1] if reverse else taken
-            taken.append(p)
-            used += len(p)
+    for p in (p for pieces in sentences for p in (reversed(pieces) if reverse else pieces)):
+        if used + len(p) > limit:
+            break
+        taken.append(p)
+        used += len(p)
     return taken[::-1] if reverse else taken
 
 
